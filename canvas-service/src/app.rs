@@ -1,0 +1,70 @@
+//! The application state every handler shares, built once from the config.
+
+use std::sync::Arc;
+
+use common::object_store::{LocalStore, ObjectStore, S3Store};
+
+use crate::{
+    config::{CanvasConfig, StorageSettings},
+    db::{self, CanvasStore},
+};
+
+pub struct App {
+    pub db: Arc<dyn CanvasStore>,
+    pub store: Arc<dyn ObjectStore>,
+    /// Set when objects live on local disk: the service then serves them
+    /// at `/<key>` itself.
+    pub local_files: Option<Arc<LocalStore>>,
+    pub max_upload_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("object store: {0}")]
+    Storage(#[from] std::io::Error),
+}
+
+impl App {
+    pub async fn from_config(config: &CanvasConfig) -> Result<Self, StartupError> {
+        let db = db::connect(&config.database).await?;
+        let (store, local_files): (Arc<dyn ObjectStore>, _) = match &config.storage {
+            StorageSettings::Local {
+                dir,
+                public_base_url,
+            } => {
+                let local = Arc::new(LocalStore::open(dir, public_base_url).await?);
+                (local.clone(), Some(local))
+            }
+            StorageSettings::S3 {
+                bucket,
+                urls,
+                spool_dir,
+                aws,
+            } => (
+                Arc::new(S3Store::new(aws, bucket, urls.clone(), spool_dir.clone()).await?),
+                None,
+            ),
+        };
+        tracing::info!(
+            database = if config.database.is_postgres() {
+                "postgres"
+            } else {
+                "sqlite"
+            },
+            objects = if local_files.is_some() {
+                "local directory"
+            } else {
+                "s3"
+            },
+            "canvas-service parts ready"
+        );
+        Ok(Self {
+            db,
+            store,
+            local_files,
+            max_upload_bytes: config.max_upload_bytes,
+        })
+    }
+}

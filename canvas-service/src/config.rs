@@ -1,0 +1,244 @@
+//! The canvas service's settings, read once from the environment at start-up.
+//! Zero configuration means SQLite and a directory under `DATA_DIR`; a
+//! Postgres `DATABASE_URL` and an `S3_BUCKET` switch to production parts.
+
+use std::{path::PathBuf, time::Duration};
+
+use common::{
+    aws::AwsSettings,
+    config::{ConfigError, Env, HttpSettings},
+    object_store::PublicUrls,
+    telemetry::LogFormat,
+};
+
+pub const DEFAULT_PORT: u16 = 9000;
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 25 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct CanvasConfig {
+    pub http: HttpSettings,
+    pub log_format: LogFormat,
+    pub database: DatabaseSettings,
+    pub storage: StorageSettings,
+    /// `MAX_UPLOAD_BYTES`: the largest image accepted, in bytes.
+    pub max_upload_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `sqlite://…` or `postgres://…`.
+    pub url: String,
+    pub max_connections: u32,
+    /// How long a request waits for a connection before answering 503.
+    pub acquire_timeout: Duration,
+    /// Named prepared statements; off for poolers in transaction mode.
+    pub statement_cache: bool,
+    pub run_migrations: bool,
+}
+
+impl DatabaseSettings {
+    pub fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum StorageSettings {
+    /// Objects under `<dir>/objects`, served by this service at
+    /// `<public_base_url>/<key>`.
+    Local {
+        dir: PathBuf,
+        public_base_url: String,
+    },
+    S3 {
+        bucket: String,
+        urls: PublicUrls,
+        spool_dir: PathBuf,
+        aws: AwsSettings,
+    },
+}
+
+impl CanvasConfig {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let http = HttpSettings::from_env(env, DEFAULT_PORT)?;
+        let data_dir = PathBuf::from(env.string(&["DATA_DIR"]).unwrap_or_else(|| "./data".into()));
+
+        let database_url = match env.lookup(&["DATABASE_URL"]) {
+            Some((_, url)) => url.to_owned(),
+            None => format!("sqlite://{}", data_dir.join("canvas.db").display()),
+        };
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "must start with postgres://, postgresql:// or sqlite:",
+            ));
+        }
+        // Supabase's transaction pooler listens on 6543 and does not keep
+        // prepared statements between transactions.
+        let pooled_transactions = database_url.contains(":6543/");
+        let database = DatabaseSettings {
+            statement_cache: env.flag(&["DATABASE_STATEMENT_CACHE"], !pooled_transactions)?,
+            url: database_url,
+            max_connections: positive(env, "DATABASE_MAX_CONNECTIONS", 10)?,
+            acquire_timeout: Duration::from_secs(
+                positive(env, "DATABASE_TIMEOUT_SECONDS", 5)?.into(),
+            ),
+            run_migrations: env.flag(&["RUN_MIGRATIONS"], true)?,
+        };
+
+        let storage = match env.string(&["S3_BUCKET", "S3_BUCKET_NAME", "AWS_S3_BUCKET"]) {
+            None => StorageSettings::Local {
+                public_base_url: match env.lookup(&["PUBLIC_BASE_URL"]) {
+                    Some((name, url)) => absolute_url(name, url)?,
+                    None => format!("http://localhost:{}", http.port),
+                },
+                dir: data_dir,
+            },
+            Some(bucket) => StorageSettings::S3 {
+                bucket,
+                urls: match env.lookup(&["CLOUDFRONT_DOMAIN"]) {
+                    Some((_, domain)) if domain.contains("://") => {
+                        PublicUrls::Cdn(absolute_url("CLOUDFRONT_DOMAIN", domain)?)
+                    }
+                    // Deployed .env files hold the bare CloudFront host name.
+                    Some((_, domain)) => PublicUrls::Cdn(absolute_url(
+                        "CLOUDFRONT_DOMAIN",
+                        &format!("https://{domain}"),
+                    )?),
+                    None => {
+                        let seconds: u32 = env.parse_or(&["PRESIGN_EXPIRY_SECONDS"], 3600)?;
+                        // SigV4 presigned URLs live at most 7 days.
+                        if !(1..=604_800).contains(&seconds) {
+                            return Err(ConfigError::new(
+                                "PRESIGN_EXPIRY_SECONDS",
+                                "must be between 1 and 604800 (7 days)",
+                            ));
+                        }
+                        PublicUrls::Presigned(Duration::from_secs(seconds.into()))
+                    }
+                },
+                spool_dir: env
+                    .string(&["SPOOL_DIR"])
+                    .map_or_else(|| std::env::temp_dir().join("canvas-spool"), PathBuf::from),
+                aws: AwsSettings::from_env(env)?,
+            },
+        };
+
+        let max_upload_bytes = env.parse_or(&["MAX_UPLOAD_BYTES"], DEFAULT_MAX_UPLOAD_BYTES)?;
+        if max_upload_bytes == 0 {
+            return Err(ConfigError::new(
+                "MAX_UPLOAD_BYTES",
+                "must be greater than 0",
+            ));
+        }
+
+        Ok(Self {
+            http,
+            log_format: LogFormat::from_env(env)?,
+            database,
+            storage,
+            max_upload_bytes,
+        })
+    }
+}
+
+fn positive(env: &Env, name: &'static str, default: u32) -> Result<u32, ConfigError> {
+    let value = env.parse_or(&[name], default)?;
+    if value == 0 {
+        return Err(ConfigError::new(name, "must be greater than 0"));
+    }
+    Ok(value)
+}
+
+/// An `http(s)://host[:port]` origin without a trailing slash, so that
+/// `<origin>/<key>` has exactly the key as its path.
+fn absolute_url(name: &'static str, raw: &str) -> Result<String, ConfigError> {
+    let trimmed = raw.trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"))
+        .ok_or_else(|| {
+            ConfigError::new(name, format!("{raw:?} must start with http:// or https://"))
+        })?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+        return Err(ConfigError::new(
+            name,
+            format!("{raw:?} must be a bare origin such as https://cdn.example.com (no path)"),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_configuration_is_embedded() {
+        let config = CanvasConfig::from_env(&Env::default()).unwrap();
+        assert_eq!(config.http.port, 9000);
+        assert_eq!(config.database.url, "sqlite://./data/canvas.db");
+        assert!(config.database.run_migrations);
+        assert_eq!(config.max_upload_bytes, 25 * 1024 * 1024);
+        match config.storage {
+            StorageSettings::Local {
+                dir,
+                public_base_url,
+            } => {
+                assert_eq!(dir, PathBuf::from("./data"));
+                assert_eq!(public_base_url, "http://localhost:9000");
+            }
+            other => panic!("expected local storage, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bucket_aliases_and_bare_cloudfront_domain() {
+        let env = Env::from_pairs([
+            ("AWS_S3_BUCKET", "media"),
+            ("CLOUDFRONT_DOMAIN", "d111.cloudfront.net/"),
+            (
+                "DATABASE_URL",
+                "postgres://u@pooler.supabase.com:6543/postgres",
+            ),
+        ]);
+        let config = CanvasConfig::from_env(&env).unwrap();
+        assert!(!config.database.statement_cache, "transaction pooler");
+        match config.storage {
+            StorageSettings::S3 {
+                bucket,
+                urls: PublicUrls::Cdn(cdn),
+                ..
+            } => {
+                assert_eq!(bucket, "media");
+                assert_eq!(cdn, "https://d111.cloudfront.net");
+            }
+            other => panic!("expected S3 behind a CDN, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        for (name, value) in [
+            ("MAX_UPLOAD_BYTES", "0"),
+            ("MAX_UPLOAD_BYTES", "lots"),
+            ("PUBLIC_BASE_URL", "localhost:9000"),
+            ("PUBLIC_BASE_URL", "http://host/prefix"),
+            ("DATABASE_URL", "mysql://x"),
+            ("RUN_MIGRATIONS", "perhaps"),
+            ("PORT", "99999"),
+        ] {
+            let err = CanvasConfig::from_env(&Env::from_pairs([(name, value)])).unwrap_err();
+            assert_eq!(err.variable, name, "{value}");
+        }
+        let err = CanvasConfig::from_env(&Env::from_pairs([
+            ("S3_BUCKET", "b"),
+            ("PRESIGN_EXPIRY_SECONDS", "0"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.variable, "PRESIGN_EXPIRY_SECONDS");
+    }
+}

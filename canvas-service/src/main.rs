@@ -1,0 +1,33 @@
+//! Starts canvas-service: read the configuration, open its parts, serve.
+
+use std::sync::Arc;
+
+use canvas_service::{App, CanvasConfig, router};
+use common::config::{Env, load_dotenv};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    load_dotenv();
+    let config = match CanvasConfig::from_env(&Env::from_process()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("canvas-service: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    common::telemetry::init(config.log_format);
+    let app = match App::from_config(&config).await {
+        Ok(app) => Arc::new(app),
+        Err(e) => {
+            tracing::error!(error = %e, "canvas-service could not start");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) =
+        common::http::serve(router(app, &config.http), &config.http, "canvas-service").await
+    {
+        tracing::error!(error = %e, "canvas-service stopped with an error");
+        return std::process::ExitCode::FAILURE;
+    }
+    std::process::ExitCode::SUCCESS
+}

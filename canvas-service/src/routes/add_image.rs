@@ -1,0 +1,61 @@
+//! `POST /add-image`: puts an existing object on a session's canvas — how
+//! the frontend keeps a generated image (a job's `result_url`, whose path is
+//! the key). Another session's upload cannot be adopted.
+
+use axum::{Json, extract::State};
+use common::ApiError;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::{ApiJson, AppState, ImageOut, parse_session_id};
+use crate::{db::NewImage, keys::check_client_key};
+
+#[derive(Deserialize, ToSchema)]
+pub struct AddImage {
+    session_id: String,
+    /// The object's key, e.g. `comfyui-results/…/x.png`.
+    s3_key: String,
+    #[serde(default)]
+    x: f64,
+    #[serde(default)]
+    y: f64,
+}
+
+/// Adds an object that exists in the store to the session. Adding a key the
+/// session already has keeps one row and returns it.
+#[utoipa::path(post, path = "/add-image", tag = "canvas", request_body = AddImage,
+    responses(
+        (status = 200, body = ImageOut),
+        (status = 400, description = "Malformed key", body = common::error::ErrorBody),
+        (status = 403, description = "Another session's upload", body = common::error::ErrorBody),
+        (status = 404, description = "No such session or object", body = common::error::ErrorBody),
+        (status = 422, description = "Malformed body", body = common::error::ErrorBody),
+    ))]
+pub async fn add_image(
+    State(app): State<AppState>,
+    ApiJson(body): ApiJson<AddImage>,
+) -> Result<Json<ImageOut>, ApiError> {
+    let session_id = parse_session_id(&body.session_id)?;
+    check_client_key(session_id, &body.s3_key)?;
+    if !app.db.session_exists(session_id).await? {
+        return Err(ApiError::not_found("Session not found"));
+    }
+    if !app.store.exists(&body.s3_key).await? {
+        return Err(ApiError::not_found("Object not found"));
+    }
+    let record = app
+        .db
+        .add_image(&NewImage {
+            session_id,
+            key: body.s3_key,
+            content_type: None,
+            size: None,
+            width: None,
+            height: None,
+            x: body.x,
+            y: body.y,
+        })
+        .await?
+        .ok_or_else(|| ApiError::not_found("Session not found"))?;
+    Ok(Json(ImageOut::from_record(&app, record).await?))
+}

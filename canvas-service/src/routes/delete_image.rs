@@ -1,0 +1,64 @@
+//! `DELETE /delete-image` (JSON body): takes an image off this session's
+//! canvas, and removes the object once nothing else needs it.
+
+use axum::{Json, extract::State};
+use common::ApiError;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiJson, AppState, parse_session_id};
+use crate::keys::{check_client_key, is_other_sessions_upload};
+
+#[derive(Deserialize, ToSchema)]
+pub struct DeleteImage {
+    session_id: String,
+    s3_key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ImageDeleted {
+    success: bool,
+    s3_key: String,
+    #[schema(example = "Image deleted successfully")]
+    message: &'static str,
+}
+
+/// Removes the session's row for the key (404 when there is none). The
+/// object is deleted only when no other session still shows it and it is
+/// not another session's upload.
+#[utoipa::path(delete, path = "/delete-image", tag = "canvas", request_body = DeleteImage,
+    responses(
+        (status = 200, body = ImageDeleted),
+        (status = 400, description = "Malformed key", body = common::error::ErrorBody),
+        (status = 403, description = "Another session's upload", body = common::error::ErrorBody),
+        (status = 404, description = "Image not in this session", body = common::error::ErrorBody),
+    ))]
+pub async fn delete_image(
+    State(app): State<AppState>,
+    ApiJson(body): ApiJson<DeleteImage>,
+) -> Result<Json<ImageDeleted>, ApiError> {
+    let session_id = parse_session_id(&body.session_id)?;
+    check_client_key(session_id, &body.s3_key)?;
+    if !app.db.remove_image(session_id, &body.s3_key).await? {
+        return Err(ApiError::not_found("Image not found in this session"));
+    }
+    // The row is gone either way; failing to remove the object only leaves
+    // an orphan in the bucket, so it is logged rather than reported.
+    let shared = app.db.key_used_elsewhere(session_id, &body.s3_key).await;
+    match shared {
+        Ok(false) if !is_other_sessions_upload(session_id, &body.s3_key) => {
+            if let Err(e) = app.store.delete(&body.s3_key).await {
+                tracing::warn!(key = %body.s3_key, error = %e, "image row removed but object not deleted");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(key = %body.s3_key, error = %e, "could not check other sessions; object kept")
+        }
+    }
+    Ok(Json(ImageDeleted {
+        success: true,
+        s3_key: body.s3_key,
+        message: "Image deleted successfully",
+    }))
+}

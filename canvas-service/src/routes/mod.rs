@@ -1,0 +1,129 @@
+//! The HTTP surface: one file per endpoint, gathered here into the router
+//! and the OpenAPI document, which are built from the same route list.
+
+mod add_image;
+mod delete_image;
+mod health;
+mod list_images;
+mod objects;
+mod session;
+mod update_position;
+mod upload;
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, FromRequest, Request, rejection::JsonRejection},
+    routing::get,
+};
+use common::{ApiError, config::HttpSettings};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{App, db::ImageRecord};
+
+type AppState = Arc<App>;
+
+/// JSON bodies are small; uploads have their own limit.
+const JSON_BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "canvas-service",
+        description = "Canvas sessions, image uploads and positions. Errors are `{\"detail\": \"…\"}`."
+    ),
+    components(schemas(common::error::ErrorBody))
+)]
+struct ApiDoc;
+
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::root))
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+        .routes(routes!(session::create_session))
+        .routes(routes!(list_images::list_images))
+        .routes(routes!(add_image::add_image))
+        .routes(routes!(update_position::update_position))
+        .routes(routes!(delete_image::delete_image))
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        // The upload enforces MAX_UPLOAD_BYTES itself, while streaming.
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(upload::upload))
+                .layer(DefaultBodyLimit::disable()),
+        )
+}
+
+/// The OpenAPI document of every endpoint, as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().split_for_parts().1
+}
+
+/// The complete service: API routes, `/openapi.json`, the object files (when
+/// stored locally) and the shared middleware.
+pub fn router(app: AppState, http: &HttpSettings) -> Router {
+    let (api_routes, doc) = api().split_for_parts();
+    let doc = Arc::new(doc);
+    let routes = api_routes
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(objects::serve_object)
+        .with_state(app);
+    common::http::with_middleware(routes, http)
+}
+
+/// `Json` whose rejections render as `{"detail": …}` like every other error.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// An image as the frontend sees it: `url` is `<origin>/<key>`.
+#[derive(Serialize, ToSchema)]
+pub struct ImageOut {
+    pub key: String,
+    pub url: String,
+    pub x: f64,
+    pub y: f64,
+    /// Pixels; absent for images added before dimensions were recorded.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+}
+
+impl ImageOut {
+    async fn from_record(app: &App, record: ImageRecord) -> Result<Self, ApiError> {
+        Ok(Self {
+            url: app.store.url(&record.key).await?,
+            key: record.key,
+            x: record.x,
+            y: record.y,
+            width: record.width,
+            height: record.height,
+        })
+    }
+}
+
+/// Parses a session id from a client: 422 naming the field when malformed.
+pub fn parse_session_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(raw.trim())
+        .map_err(|_| ApiError::invalid_field("session_id", "is not a valid UUID"))
+}

@@ -1,0 +1,53 @@
+//! `POST /update-position`: moves an image on its canvas. Called on every
+//! click with arbitrary floats, which are stored exactly.
+
+use axum::{Json, extract::State};
+use common::{ApiError, object_store::validate_key};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{ApiJson, AppState, parse_session_id};
+
+#[derive(Deserialize, ToSchema)]
+pub struct UpdatePosition {
+    session_id: String,
+    s3_key: String,
+    x: f64,
+    y: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PositionUpdated {
+    success: bool,
+    s3_key: String,
+    x: f64,
+    y: f64,
+}
+
+/// Stores the image's new position; 404 when the key is not in the session.
+#[utoipa::path(post, path = "/update-position", tag = "canvas", request_body = UpdatePosition,
+    responses(
+        (status = 200, body = PositionUpdated),
+        (status = 404, description = "Image not in this session", body = common::error::ErrorBody),
+        (status = 422, description = "Malformed body", body = common::error::ErrorBody),
+    ))]
+pub async fn update_position(
+    State(app): State<AppState>,
+    ApiJson(body): ApiJson<UpdatePosition>,
+) -> Result<Json<PositionUpdated>, ApiError> {
+    let session_id = parse_session_id(&body.session_id)?;
+    validate_key(&body.s3_key).map_err(|e| ApiError::bad_request(format!("s3_key: {e}")))?;
+    if !app
+        .db
+        .update_position(session_id, &body.s3_key, body.x, body.y)
+        .await?
+    {
+        return Err(ApiError::not_found("Image not found in this session"));
+    }
+    Ok(Json(PositionUpdated {
+        success: true,
+        s3_key: body.s3_key,
+        x: body.x,
+        y: body.y,
+    }))
+}

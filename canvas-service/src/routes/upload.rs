@@ -1,0 +1,109 @@
+//! `POST /upload` (multipart: `session_id`, `file`): stores a new image in
+//! the session. The object is written before the row, and removed again if
+//! the row cannot be written, so neither outlives a failed upload.
+
+use axum::{
+    Json,
+    extract::{Multipart, State, multipart::MultipartRejection},
+};
+use common::ApiError;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{AppState, ImageOut, parse_session_id};
+use crate::{
+    db::NewImage,
+    keys::upload_key,
+    upload::{SpooledFile, inspect, multipart_error, small_text, spool},
+};
+
+/// The multipart form the browser sends.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)] // documents the form; the handler reads it as a stream
+pub struct UploadForm {
+    /// The canvas session (UUID).
+    session_id: String,
+    /// The image: PNG, JPEG, WebP or GIF, at most `MAX_UPLOAD_BYTES`.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// Uploads an image. Its type is read from its bytes; its width and height
+/// are recorded and returned.
+#[utoipa::path(post, path = "/upload", tag = "canvas",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, body = ImageOut),
+        (status = 404, description = "No such session", body = common::error::ErrorBody),
+        (status = 413, description = "Larger than MAX_UPLOAD_BYTES", body = common::error::ErrorBody),
+        (status = 415, description = "Not an accepted image, or not what it claims to be", body = common::error::ErrorBody),
+        (status = 422, description = "Missing or malformed field", body = common::error::ErrorBody),
+    ))]
+pub async fn upload(
+    State(app): State<AppState>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Json<ImageOut>, ApiError> {
+    let mut multipart = multipart.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let mut session_id: Option<Uuid> = None;
+    let mut file: Option<SpooledFile> = None;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        match field.name() {
+            Some("session_id") => {
+                let id = parse_session_id(&small_text(field, "session_id", 128).await?)?;
+                // Checked before the file when the form sends it first, so
+                // an upload to an unknown session is refused before spooling.
+                if !app.db.session_exists(id).await? {
+                    return Err(ApiError::not_found("Session not found"));
+                }
+                session_id = Some(id);
+            }
+            Some("file") if file.is_none() => {
+                file = Some(spool(field, app.store.spool_dir(), app.max_upload_bytes).await?);
+            }
+            Some("file") => {
+                return Err(ApiError::invalid_field("file", "send one file per upload"));
+            }
+            // Unknown fields are read and dropped, within a small bound.
+            _ => {
+                small_text(field, "field", 64 * 1024).await?;
+            }
+        }
+    }
+    let session_id =
+        session_id.ok_or_else(|| ApiError::invalid_field("session_id", "field required"))?;
+    let file = file.ok_or_else(|| ApiError::invalid_field("file", "field required"))?;
+    let image = inspect(&file).await?;
+
+    let key = upload_key(session_id, &image.extension);
+    app.store
+        .put_file(&key, file.path(), image.kind.mime())
+        .await?;
+    let added = app
+        .db
+        .add_image(&NewImage {
+            session_id,
+            key: key.clone(),
+            content_type: Some(image.kind.mime().to_owned()),
+            size: i64::try_from(file.size).ok(),
+            width: image.width,
+            height: image.height,
+            x: 0.0,
+            y: 0.0,
+        })
+        .await;
+    let record = match added {
+        Ok(Some(record)) => record,
+        failed => {
+            // No row, so no one can see the object: remove it.
+            if let Err(e) = app.store.delete(&key).await {
+                tracing::error!(%key, error = %e, "orphaned object after failed row insert");
+            }
+            return Err(match failed {
+                Ok(_) => ApiError::not_found("Session not found"),
+                Err(e) => e.into(),
+            });
+        }
+    };
+    Ok(Json(ImageOut::from_record(&app, record).await?))
+}

@@ -1,0 +1,208 @@
+//! Reading typed settings from the environment, once, at start-up.
+//!
+//! Every lookup goes through [`Env`], which knows the aliases the deployed
+//! `.env` files and task definitions already use (`CONTRACT.md` §3) and names
+//! the variable that was wrong when a value does not parse.
+
+use std::{collections::HashMap, fmt::Display, str::FromStr};
+
+/// A setting that could not be used; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {variable}: {message}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(variable: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            variable: variable.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Loads `.env` from the working directory (or a parent) into the process
+/// environment, without overriding variables that are already set. Call it
+/// once at the top of `main`, before anything reads the environment.
+pub fn load_dotenv() {
+    match dotenvy::dotenv() {
+        Ok(_) => {}
+        // No .env is the normal case in containers.
+        Err(e) if e.not_found() => {}
+        // A malformed .env should not stop the service, but must be seen.
+        Err(e) => eprintln!("warning: could not read .env: {e}"),
+    }
+}
+
+/// A snapshot of the variables a service reads. Built from the process
+/// environment in production and from a map in tests, so that tests never
+/// mutate the (process-global) environment.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    /// The process environment as it is now.
+    pub fn from_process() -> Self {
+        Self {
+            vars: std::env::vars().collect(),
+        }
+    }
+
+    /// An environment made of the given pairs only.
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// The first of `names` that is set to a non-blank value, with the name
+    /// it was found under. Blank values count as unset, because compose
+    /// files often write `VAR=` for "not configured".
+    pub fn lookup(&self, names: &[&'static str]) -> Option<(&'static str, &str)> {
+        names.iter().find_map(|name| {
+            self.vars
+                .get(*name)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .map(|v| (*name, v))
+        })
+    }
+
+    /// The value of the first of `names` that is set.
+    pub fn string(&self, names: &[&'static str]) -> Option<String> {
+        self.lookup(names).map(|(_, v)| v.to_owned())
+    }
+
+    /// The value parsed as `T`, or `default` when unset. A value that does
+    /// not parse is an error naming the variable.
+    pub fn parse_or<T>(&self, names: &[&'static str], default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        Ok(self.parse(names)?.unwrap_or(default))
+    }
+
+    /// The value parsed as `T`, or `None` when unset.
+    pub fn parse<T>(&self, names: &[&'static str]) -> Result<Option<T>, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.lookup(names) {
+            None => Ok(None),
+            Some((name, raw)) => raw
+                .parse::<T>()
+                .map(Some)
+                .map_err(|e| ConfigError::new(name, format!("{raw:?} is not valid: {e}"))),
+        }
+    }
+
+    /// A boolean: `true/false`, `1/0`, `yes/no`, `on/off`.
+    pub fn flag(&self, names: &[&'static str], default: bool) -> Result<bool, ConfigError> {
+        match self.lookup(names) {
+            None => Ok(default),
+            Some((name, raw)) => match raw.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(ConfigError::new(
+                    name,
+                    format!("{raw:?} is not a boolean (use true or false)"),
+                )),
+            },
+        }
+    }
+
+    /// A comma-separated list, blanks dropped.
+    pub fn list(&self, names: &[&'static str]) -> Vec<String> {
+        self.lookup(names)
+            .map(|(_, raw)| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Settings of the HTTP front door that both services share.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Address to bind; `0.0.0.0` in containers.
+    pub bind: std::net::IpAddr,
+    pub port: u16,
+    /// `CORS_ORIGINS`; empty means "any origin" (local development).
+    pub cors_origins: Vec<String>,
+}
+
+impl HttpSettings {
+    pub fn from_env(env: &Env, default_port: u16) -> Result<Self, ConfigError> {
+        let cors_origins = env.list(&["CORS_ORIGINS"]);
+        for origin in &cors_origins {
+            if origin != "*" && http::HeaderValue::from_str(origin).is_err() {
+                return Err(ConfigError::new(
+                    "CORS_ORIGINS",
+                    format!("{origin:?} is not a valid origin"),
+                ));
+            }
+        }
+        Ok(Self {
+            bind: env.parse_or(&["BIND_ADDR"], std::net::Ipv4Addr::UNSPECIFIED.into())?,
+            port: env.parse_or(&["PORT"], default_port)?,
+            cors_origins,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_are_tried_in_order_and_blank_means_unset() {
+        let env = Env::from_pairs([
+            ("S3_BUCKET", " "),
+            ("S3_BUCKET_NAME", "b1"),
+            ("AWS_S3_BUCKET", "b2"),
+        ]);
+        assert_eq!(
+            env.lookup(&["S3_BUCKET", "S3_BUCKET_NAME", "AWS_S3_BUCKET"]),
+            Some(("S3_BUCKET_NAME", "b1"))
+        );
+    }
+
+    #[test]
+    fn a_bad_number_names_the_variable() {
+        let env = Env::from_pairs([("PORT", "90x")]);
+        let err = env.parse_or::<u16>(&["PORT"], 9000).unwrap_err();
+        assert_eq!(err.variable, "PORT");
+        assert!(err.to_string().contains("90x"));
+    }
+
+    #[test]
+    fn lists_and_flags() {
+        let env = Env::from_pairs([
+            ("CORS_ORIGINS", "http://a, ,http://b"),
+            ("RUN_MIGRATIONS", "false"),
+        ]);
+        assert_eq!(env.list(&["CORS_ORIGINS"]), vec!["http://a", "http://b"]);
+        assert!(!env.flag(&["RUN_MIGRATIONS"], true).unwrap());
+        assert!(env.flag(&["MISSING"], true).unwrap());
+        let bad = Env::from_pairs([("RUN_MIGRATIONS", "maybe")]);
+        assert_eq!(
+            bad.flag(&["RUN_MIGRATIONS"], true).unwrap_err().variable,
+            "RUN_MIGRATIONS"
+        );
+    }
+}

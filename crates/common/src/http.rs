@@ -1,0 +1,138 @@
+//! The HTTP front door both services share: the middleware stack (CORS,
+//! request ids, tracing, sensitive headers) and a server that drains
+//! in-flight requests on SIGTERM/SIGINT before exiting.
+
+use std::{net::SocketAddr, time::Duration};
+
+use axum::{
+    Router,
+    http::{HeaderName, HeaderValue, Method, Request, header},
+};
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    sensitive_headers::SetSensitiveRequestHeadersLayer,
+    trace::{DefaultOnResponse, TraceLayer},
+};
+use tracing::Level;
+
+use crate::config::HttpSettings;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// CORS as the frontend needs it: no credentials are ever sent, JSON `POST`
+/// and `DELETE` are preflighted, and object downloads use `fetch(url,
+/// {mode: "cors"})`, so range and cache headers are exposed. An empty origin
+/// list (or `*`) allows any origin, for local development.
+pub fn cors_layer(origins: &[String]) -> CorsLayer {
+    let allow_origin = if origins.is_empty() || origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        // Checked when the settings were read; a bad one is skipped, not fatal.
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::RANGE,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("idempotency-key"),
+            REQUEST_ID,
+        ])
+        .expose_headers([
+            REQUEST_ID,
+            header::ETAG,
+            header::CONTENT_LENGTH,
+            header::CONTENT_RANGE,
+            header::ACCEPT_RANGES,
+        ])
+        .max_age(Duration::from_secs(3600))
+}
+
+/// Wraps a service's router in the shared middleware. CORS is the outermost
+/// layer so that every response — errors, 404s and 413s included — carries
+/// the CORS headers the browser needs to read its status.
+pub fn with_middleware(router: Router, settings: &HttpSettings) -> Router {
+    router
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request<_>| {
+                    let request_id = request
+                        .headers()
+                        .get(&REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id,
+                    )
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+        ]))
+        .layer(cors_layer(&settings.cors_origins))
+}
+
+/// Binds `settings.bind:settings.port` and serves until SIGTERM or SIGINT,
+/// then stops accepting and lets requests in flight finish.
+pub async fn serve(router: Router, settings: &HttpSettings, service: &str) -> std::io::Result<()> {
+    let addr = SocketAddr::new(settings.bind, settings.port);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, service, "listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!(service, "stopped");
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM (ECS, docker stop) or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received, draining requests in flight");
+}

@@ -1,0 +1,13 @@
+//! What both services share: typed configuration read from the environment,
+//! the AWS SDK configuration, the object store, the HTTP bootstrap (CORS,
+//! request ids, tracing, graceful shutdown) and the one API error type.
+
+pub mod aws;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod image_kind;
+pub mod object_store;
+pub mod telemetry;
+
+pub use error::ApiError;

@@ -1,0 +1,204 @@
+//! The production object store: one S3 bucket. Objects are served by
+//! CloudFront (`CLOUDFRONT_DOMAIN/<key>`), or by presigned GET URLs when no
+//! CDN is configured. Uploads arrive as spooled files and are streamed from
+//! disk with a known length, so memory use does not grow with object size.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use aws_sdk_s3::{
+    Client,
+    error::{ProvideErrorMetadata, SdkError},
+    presigning::PresigningConfig,
+    primitives::ByteStream,
+};
+use bytes::Bytes;
+
+use super::{ObjectStore, StoreError};
+use crate::aws::AwsSettings;
+
+/// How object URLs are made.
+#[derive(Debug, Clone)]
+pub enum PublicUrls {
+    /// `https://<cdn>/<key>`.
+    Cdn(String),
+    /// A presigned GET, valid this long.
+    Presigned(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    urls: PublicUrls,
+    spool: PathBuf,
+}
+
+impl S3Store {
+    /// `spool` must exist or be creatable; uploads wait there until sent.
+    pub async fn new(
+        aws: &AwsSettings,
+        bucket: &str,
+        urls: PublicUrls,
+        spool: PathBuf,
+    ) -> std::io::Result<Self> {
+        let sdk = aws.sdk_config().await;
+        let mut config = aws_sdk_s3::config::Builder::from(&sdk);
+        // Emulators answer on one host; virtual-hosted buckets need DNS.
+        // Production keeps virtual-hosted style, so presigned URL paths are
+        // exactly `/<key>`.
+        if aws.endpoint_url.is_some() {
+            config = config.force_path_style(true);
+        }
+        tokio::fs::create_dir_all(&spool).await?;
+        Ok(Self {
+            client: Client::from_conf(config.build()),
+            bucket: bucket.to_owned(),
+            urls,
+            spool,
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+}
+
+/// Sorts SDK failures into "retry later" (network, timeouts, 5xx, throttling)
+/// and everything else. The message keeps the error code, never credentials.
+fn classify<E, R>(what: &str, key: &str, err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let transient = match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or_default();
+            matches!(
+                code,
+                "SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout"
+            )
+        }
+        _ => false,
+    };
+    let code = match &err {
+        SdkError::ServiceError(service) => service.err().code().unwrap_or("unknown").to_owned(),
+        other => format!("{other}"),
+    };
+    let message = format!("{what} {key}: {code}");
+    if transient {
+        StoreError::Unavailable(message)
+    } else {
+        StoreError::Other(message)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for S3Store {
+    fn spool_dir(&self) -> &Path {
+        &self.spool
+    }
+
+    async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<(), StoreError> {
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|e| StoreError::Other(format!("read spooled {key}: {e}")))?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| classify("put", key, e))?;
+        Ok(())
+    }
+
+    async fn put_bytes(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+    ) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| classify("put", key, e))?;
+        Ok(())
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if e.err().is_not_found() => Ok(false),
+            Err(e) => Err(classify("head", key, e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify("delete", key, e))?;
+        Ok(())
+    }
+
+    async fn url(&self, key: &str) -> Result<String, StoreError> {
+        match &self.urls {
+            PublicUrls::Cdn(base) => Ok(format!("{base}/{key}")),
+            PublicUrls::Presigned(valid_for) => {
+                let config = PresigningConfig::expires_in(*valid_for)
+                    .map_err(|e| StoreError::Other(format!("presign {key}: {e}")))?;
+                let request = self
+                    .client
+                    .get_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .presigned(config)
+                    .await
+                    .map_err(|e| classify("presign", key, e))?;
+                Ok(request.uri().to_owned())
+            }
+        }
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| match classify("head bucket", &self.bucket, e) {
+                // A missing bucket or a denied role is just as fatal for
+                // readiness as a network failure.
+                StoreError::Other(m) => StoreError::Unavailable(m),
+                other => other,
+            })?;
+        Ok(())
+    }
+}
