@@ -1,0 +1,506 @@
+//! Starts canvas-service the way `main` does — from an environment, through
+//! `CanvasConfig::from_env` and `App::from_config` — on real parts:
+//! SQLite + a temp directory always, and Postgres + S3 on moto when they are
+//! reachable. With `REQUIRE_LIVE_BACKENDS=1` an unreachable one is a failure;
+//! otherwise those tests are skipped with a loud message.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+pub mod images;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    http::{HeaderMap, Method, Request, StatusCode, header},
+};
+use canvas_service::{App, CanvasConfig, router};
+use common::config::Env;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+pub const CDN: &str = "https://cdn.example.test";
+pub const FRONTEND: &str = "http://localhost:3000";
+
+pub fn moto_url() -> String {
+    std::env::var("MOTO_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned())
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn live_required() -> bool {
+    std::env::var("REQUIRE_LIVE_BACKENDS").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// Whether Postgres and moto answer; panics when they must and do not.
+pub async fn live_backends_available() -> bool {
+    let pg = async {
+        let options: sqlx::postgres::PgConnectOptions = postgres_admin_url().parse().ok()?;
+        tokio::time::timeout(
+            Duration::from_secs(3),
+            sqlx::ConnectOptions::connect(&options),
+        )
+        .await
+        .ok()?
+        .ok()
+    }
+    .await
+    .is_some();
+    let moto = reqwest::Client::new()
+        .get(format!("{}/moto-api/", moto_url()))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .is_ok();
+    if pg && moto {
+        return true;
+    }
+    let missing = match (pg, moto) {
+        (false, false) => format!(
+            "PostgreSQL at {} and moto at {}",
+            postgres_admin_url(),
+            moto_url()
+        ),
+        (false, true) => format!("PostgreSQL at {}", postgres_admin_url()),
+        _ => format!("moto at {}", moto_url()),
+    };
+    if live_required() {
+        panic!("REQUIRE_LIVE_BACKENDS=1 but {missing} is not reachable");
+    }
+    eprintln!(
+        "\n!!! SKIPPED: {missing} is not reachable; run scripts/test.sh to test on Postgres + S3 !!!\n"
+    );
+    false
+}
+
+/// A fresh, empty Postgres database; its URL.
+pub async fn create_database() -> String {
+    let admin = postgres_admin_url();
+    let name = format!("canvas_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .expect("connect to the Postgres server");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create a test database");
+    // Same server, other database: replace the path of the admin URL.
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(base, _)| base);
+    format!("{base}/{name}")
+}
+
+pub async fn s3_client() -> aws_sdk_s3::Client {
+    let sdk = common::aws::AwsSettings::emulator(&moto_url())
+        .sdk_config()
+        .await;
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// A fresh bucket on moto; its name.
+pub async fn create_bucket() -> String {
+    let name = format!("canvas-test-{}", uuid::Uuid::new_v4().simple());
+    s3_client()
+        .await
+        .create_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .expect("create a bucket on moto");
+    name
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backends {
+    /// SQLite + a local directory, objects served by the service.
+    Embedded,
+    /// Postgres + S3 on moto, objects behind a (pretend) CDN.
+    Live,
+}
+
+pub struct TestApp {
+    pub backends: Backends,
+    pub app: Arc<App>,
+    router: Router,
+    pub dir: TempDir,
+    pub env: Vec<(String, String)>,
+    s3: Option<(aws_sdk_s3::Client, String)>,
+}
+
+pub struct TestAppBuilder {
+    backends: Backends,
+    env: Vec<(String, String)>,
+}
+
+impl TestAppBuilder {
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != name);
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn without(mut self, name: &str) -> Self {
+        self.env.retain(|(k, _)| k != name);
+        self
+    }
+
+    pub async fn start(self) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut env = self.env;
+        let mut s3 = None;
+        match self.backends {
+            Backends::Embedded => {
+                env.push(("DATA_DIR".into(), dir.path().display().to_string()));
+            }
+            Backends::Live => {
+                env.push((
+                    "SPOOL_DIR".into(),
+                    dir.path().join("spool").display().to_string(),
+                ));
+                if !env.iter().any(|(k, _)| k == "DATABASE_URL") {
+                    env.push(("DATABASE_URL".into(), create_database().await));
+                }
+                if !env.iter().any(|(k, _)| k == "S3_BUCKET") {
+                    env.push(("S3_BUCKET".into(), create_bucket().await));
+                }
+                s3 = env
+                    .iter()
+                    .find(|(k, _)| k == "S3_BUCKET")
+                    .map(|(_, v)| v.clone());
+            }
+        }
+        let config = CanvasConfig::from_env(&Env::from_pairs(env.clone()))
+            .expect("valid test configuration");
+        let app = Arc::new(App::from_config(&config).await.expect("the app starts"));
+        let s3 = match s3 {
+            Some(bucket) => Some((s3_client().await, bucket)),
+            None => None,
+        };
+        TestApp {
+            backends: self.backends,
+            router: router(app.clone(), &config.http),
+            app,
+            dir,
+            env,
+            s3,
+        }
+    }
+}
+
+impl TestApp {
+    pub fn embedded() -> TestAppBuilder {
+        TestAppBuilder {
+            backends: Backends::Embedded,
+            env: vec![],
+        }
+    }
+
+    /// `None` (after a loud message) when the live backends are not up.
+    pub async fn live() -> Option<TestAppBuilder> {
+        if !live_backends_available().await {
+            return None;
+        }
+        Some(TestAppBuilder {
+            backends: Backends::Live,
+            env: vec![
+                ("AWS_ENDPOINT_URL".into(), moto_url()),
+                ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+                ("AWS_REGION".into(), "us-east-1".into()),
+                ("CLOUDFRONT_DOMAIN".into(), CDN.into()),
+            ],
+        })
+    }
+
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The URL the service must give for `key`.
+    pub fn expected_url(&self, key: &str) -> String {
+        match self.backends {
+            Backends::Embedded => format!(
+                "{}/{key}",
+                self.var("PUBLIC_BASE_URL")
+                    .unwrap_or("http://localhost:9000")
+                    .trim_end_matches('/')
+            ),
+            Backends::Live => format!("{CDN}/{key}"),
+        }
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router never fails");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("read the response body")
+            .to_bytes();
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, uri: &str) -> TestResponse {
+        self.send(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+    }
+
+    pub async fn json(&self, method: Method, uri: &str, body: Value) -> TestResponse {
+        self.send(
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::ORIGIN, FRONTEND)
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn post(&self, uri: &str, body: Value) -> TestResponse {
+        self.json(Method::POST, uri, body).await
+    }
+
+    pub async fn delete(&self, uri: &str, body: Value) -> TestResponse {
+        self.json(Method::DELETE, uri, body).await
+    }
+
+    pub async fn new_session(&self) -> String {
+        let response = self
+            .send(Request::post("/session").body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+        response.json()["session_id"]
+            .as_str()
+            .expect("session_id")
+            .to_owned()
+    }
+
+    /// `POST /upload` as a browser's FormData does: `session_id`, then
+    /// `file` with its file name and content type.
+    pub async fn upload(
+        &self,
+        session_id: &str,
+        file_name: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> TestResponse {
+        self.upload_parts(&[
+            Part::text("session_id", session_id),
+            Part::file("file", file_name, content_type, bytes),
+        ])
+        .await
+    }
+
+    pub async fn upload_parts(&self, parts: &[Part<'_>]) -> TestResponse {
+        let boundary = "----canvasTestBoundary7MA4YWxkTrZu0gW";
+        let mut body = Vec::new();
+        for part in parts {
+            body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+            match part.file {
+                Some((file_name, content_type)) => body.extend_from_slice(
+                    format!(
+                        "Content-Disposition: form-data; name=\"{}\"; filename=\"{file_name}\"\r\nContent-Type: {content_type}\r\n\r\n",
+                        part.name
+                    )
+                    .as_bytes(),
+                ),
+                None => body.extend_from_slice(
+                    format!("Content-Disposition: form-data; name=\"{}\"\r\n\r\n", part.name).as_bytes(),
+                ),
+            }
+            body.extend_from_slice(part.bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        self.send(
+            Request::post("/upload")
+                .header(
+                    header::CONTENT_TYPE,
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .header(header::ORIGIN, FRONTEND)
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// The object's bytes, read the way a browser would: from the service
+    /// itself (embedded) or from the bucket behind the CDN (live).
+    pub async fn object(&self, key: &str) -> Option<Bytes> {
+        match &self.s3 {
+            None => {
+                let response = self.get(&format!("/{key}")).await;
+                (response.status == StatusCode::OK).then_some(response.body)
+            }
+            Some((client, bucket)) => {
+                match client.get_object().bucket(bucket).key(key).send().await {
+                    Ok(object) => Some(
+                        object
+                            .body
+                            .collect()
+                            .await
+                            .expect("read object")
+                            .into_bytes(),
+                    ),
+                    Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => None,
+                    Err(e) => panic!("get {key}: {e:?}"),
+                }
+            }
+        }
+    }
+
+    /// Every object key under `prefix`.
+    pub async fn object_keys(&self, prefix: &str) -> Vec<String> {
+        match &self.s3 {
+            None => {
+                let root = self.dir.path().join("objects");
+                let mut keys = vec![];
+                let mut stack = vec![root.clone()];
+                while let Some(dir) = stack.pop() {
+                    let Ok(entries) = std::fs::read_dir(&dir) else {
+                        continue;
+                    };
+                    for entry in entries.flatten() {
+                        let path = entry.path();
+                        if path.is_dir() {
+                            stack.push(path);
+                        } else {
+                            let key = path
+                                .strip_prefix(&root)
+                                .unwrap()
+                                .to_string_lossy()
+                                .replace('\\', "/");
+                            if key.starts_with(prefix) {
+                                keys.push(key);
+                            }
+                        }
+                    }
+                }
+                keys
+            }
+            Some((client, bucket)) => client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .send()
+                .await
+                .expect("list objects")
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned))
+                .collect(),
+        }
+    }
+
+    /// Writes an object straight into the store, as a worker does.
+    pub async fn put_object(&self, key: &str, bytes: &[u8]) {
+        self.app
+            .store
+            .put_bytes(key, Bytes::copy_from_slice(bytes), "image/png")
+            .await
+            .expect("put object");
+    }
+
+    /// Runs SQL on the service's own database (SQLite file or Postgres).
+    pub async fn sql(&self, statement: &str) {
+        use sqlx::Connection;
+        let statement = sqlx::AssertSqlSafe(statement.to_owned());
+        match self.var("DATABASE_URL") {
+            Some(url) => {
+                let mut conn = sqlx::PgConnection::connect(url)
+                    .await
+                    .expect("connect to Postgres");
+                sqlx::raw_sql(statement)
+                    .execute(&mut conn)
+                    .await
+                    .expect("run SQL");
+            }
+            None => {
+                let url = format!("sqlite://{}", self.dir.path().join("canvas.db").display());
+                let mut conn = sqlx::SqliteConnection::connect(&url)
+                    .await
+                    .expect("open SQLite");
+                sqlx::raw_sql(statement)
+                    .execute(&mut conn)
+                    .await
+                    .expect("run SQL");
+            }
+        }
+    }
+}
+
+pub struct Part<'a> {
+    name: &'a str,
+    file: Option<(&'a str, &'a str)>,
+    bytes: &'a [u8],
+}
+
+impl<'a> Part<'a> {
+    pub fn text(name: &'a str, value: &'a str) -> Self {
+        Self {
+            name,
+            file: None,
+            bytes: value.as_bytes(),
+        }
+    }
+
+    pub fn file(name: &'a str, file_name: &'a str, content_type: &'a str, bytes: &'a [u8]) -> Self {
+        Self {
+            name,
+            file: Some((file_name, content_type)),
+            bytes,
+        }
+    }
+}
+
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Asserts the status and that the body is `{"detail": "<text>"}`.
+    pub fn assert_error(&self, status: StatusCode) -> String {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        let detail = self.json()["detail"].as_str().map(str::to_owned);
+        detail.unwrap_or_else(|| panic!("no string detail in {}", self.text()))
+    }
+}
