@@ -2,7 +2,19 @@
 //! [`GpuHost`] trait hides EC2 (or its absence); the controller starts the
 //! host when GPU work arrives and stops it when it has been idle long enough.
 
+mod controller;
+mod ec2;
+mod host;
+mod settings;
+mod status;
+
 use std::time::SystemTime;
+
+pub use controller::{GpuController, GpuHandle};
+pub use ec2::Ec2GpuHost;
+pub use host::{GpuHost, HostError, InstanceState, InstanceView, NoGpuHost};
+pub use settings::GpuSettings;
+pub use status::GpuStatus;
 
 /// What the controller needs to know about GPU work. The orchestrator
 /// implements it from its GPU queue and its task store.
