@@ -12,11 +12,8 @@ mod upload;
 
 use std::sync::Arc;
 
-use axum::{
-    Json, Router,
-    extract::{DefaultBodyLimit, FromRequest, Request, rejection::JsonRejection},
-    routing::get,
-};
+use axum::{Json, Router, extract::DefaultBodyLimit, routing::get};
+pub use common::extract::ApiJson;
 use common::{ApiError, config::HttpSettings};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
@@ -79,22 +76,6 @@ pub fn router(app: AppState, http: &HttpSettings) -> Router {
         .fallback(objects::serve_object)
         .with_state(app);
     common::http::with_middleware(routes, http)
-}
-
-/// `Json` whose rejections render as `{"detail": …}` like every other error.
-pub struct ApiJson<T>(pub T);
-
-impl<S, T> FromRequest<S> for ApiJson<T>
-where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(value) = Json::<T>::from_request(req, state).await?;
-        Ok(Self(value))
-    }
 }
 
 /// An image as the frontend sees it: `url` is `<origin>/<key>`.

@@ -5,6 +5,7 @@
 pub mod aws;
 pub mod config;
 pub mod error;
+pub mod extract;
 pub mod http;
 pub mod image_kind;
 pub mod object_store;

@@ -1,0 +1,203 @@
+//! The application state every handler and loop shares, built once from the
+//! config: the task store, the two queues and the GPU controller.
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use gpu::{Ec2GpuHost, GpuController, GpuHandle, GpuHost, GpuWork, NoGpuHost, WorkSnapshot};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{OrchestratorConfig, QueueSettings, TaskStoreSettings},
+    jobs::{QueueName, kinds::gpu_job_types},
+    queue::{EmbeddedQueue, JobQueue, SqsQueue},
+    tasks::{DynamoTaskStore, SqliteTaskStore, TaskStore},
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub struct App {
+    pub tasks: Arc<dyn TaskStore>,
+    pub gpu_queue: Arc<dyn JobQueue>,
+    pub cpu_queue: Arc<dyn JobQueue>,
+    /// The GPU controller, running from start-up.
+    pub gpu: GpuHandle,
+    pub admin_token: Option<String>,
+    pub job_timeout: Duration,
+    pub sweep_interval: Duration,
+    /// Cancelled on shutdown; stops every background loop.
+    pub shutdown: CancellationToken,
+    /// Which backends are in use, for the logs and `GET /`.
+    pub backends: Backends,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Backends {
+    pub task_store: &'static str,
+    pub queues: &'static str,
+    pub gpu_host: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("embedded database: {0}")]
+    Sqlite(#[from] sqlx::Error),
+    #[error("embedded database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("data directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl App {
+    pub async fn from_config(config: &OrchestratorConfig) -> Result<Self, StartupError> {
+        let needs_sqlite = matches!(config.task_store, TaskStoreSettings::Sqlite)
+            || matches!(config.queues, QueueSettings::Embedded { .. });
+        let sqlite = if needs_sqlite {
+            Some(open_sqlite(config).await?)
+        } else {
+            None
+        };
+
+        let tasks: Arc<dyn TaskStore> = match (&config.task_store, &sqlite) {
+            (TaskStoreSettings::DynamoDb { table }, _) => {
+                Arc::new(DynamoTaskStore::new(&config.aws, table).await)
+            }
+            (TaskStoreSettings::Sqlite, Some(pool)) => Arc::new(SqliteTaskStore::new(pool.clone())),
+            (TaskStoreSettings::Sqlite, None) => unreachable!("opened above when needed"),
+        };
+        let (gpu_queue, cpu_queue): (Arc<dyn JobQueue>, Arc<dyn JobQueue>) =
+            match (&config.queues, &sqlite) {
+                (
+                    QueueSettings::Sqs {
+                        gpu_url,
+                        cpu_url,
+                        gpu_dlq_url,
+                        cpu_dlq_url,
+                    },
+                    _,
+                ) => {
+                    let client = aws_sdk_sqs::Client::new(&config.aws.sdk_config().await);
+                    (
+                        Arc::new(
+                            SqsQueue::connect(client.clone(), gpu_url, gpu_dlq_url.as_deref())
+                                .await,
+                        ),
+                        Arc::new(SqsQueue::connect(client, cpu_url, cpu_dlq_url.as_deref()).await),
+                    )
+                }
+                (
+                    QueueSettings::Embedded {
+                        max_receive_count, ..
+                    },
+                    Some(pool),
+                ) => (
+                    Arc::new(EmbeddedQueue::new(pool.clone(), "gpu", *max_receive_count)),
+                    Arc::new(EmbeddedQueue::new(pool.clone(), "cpu", *max_receive_count)),
+                ),
+                (QueueSettings::Embedded { .. }, None) => unreachable!("opened above when needed"),
+            };
+        let gpu_host: Arc<dyn GpuHost> = match &config.gpu.instance_id {
+            Some(id) => Arc::new(Ec2GpuHost::new(&config.aws, id).await),
+            None => Arc::new(NoGpuHost),
+        };
+        let backends = Backends {
+            task_store: match config.task_store {
+                TaskStoreSettings::Sqlite => "sqlite",
+                TaskStoreSettings::DynamoDb { .. } => "dynamodb",
+            },
+            queues: match config.queues {
+                QueueSettings::Embedded { .. } => "sqlite",
+                QueueSettings::Sqs { .. } => "sqs",
+            },
+            gpu_host: if config.gpu.instance_id.is_some() {
+                "ec2"
+            } else {
+                "none"
+            },
+        };
+        tracing::info!(?backends, "orchestrator parts ready");
+        let gpu_settings = config.gpu.controller.clone();
+        let shutdown = CancellationToken::new();
+        let work = Arc::new(QueueAndStoreWork {
+            queue: gpu_queue.clone(),
+            tasks: tasks.clone(),
+            idle_window: gpu_settings.idle_timeout,
+        });
+        let gpu = GpuController::spawn(gpu_host, work, gpu_settings, shutdown.clone());
+        Ok(Self {
+            tasks,
+            gpu_queue,
+            cpu_queue,
+            gpu,
+            admin_token: config.admin_token.clone(),
+            job_timeout: config.job_timeout,
+            sweep_interval: config.sweep_interval,
+            shutdown,
+            backends,
+        })
+    }
+
+    pub fn queue(&self, name: QueueName) -> &Arc<dyn JobQueue> {
+        match name {
+            QueueName::Gpu => &self.gpu_queue,
+            QueueName::Cpu => &self.cpu_queue,
+        }
+    }
+
+    /// Nudges the GPU controller; no I/O on the caller's path.
+    pub fn gpu_work_arrived(&self) {
+        self.gpu.work_arrived();
+    }
+
+    /// Starts the sweeping loops (dead letters, reaper, queue metrics).
+    /// They, and the GPU controller, stop when `self.shutdown` is cancelled.
+    pub fn spawn_background(self: &Arc<Self>) {
+        crate::background::spawn(self.clone());
+    }
+}
+
+async fn open_sqlite(config: &OrchestratorConfig) -> Result<SqlitePool, StartupError> {
+    tokio::fs::create_dir_all(&config.data_dir).await?;
+    let options =
+        SqliteConnectOptions::from_str(&format!("sqlite://{}", config.sqlite_path().display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+/// GPU work as the controller needs it: the GPU queue's depth and the GPU
+/// jobs in the task store.
+struct QueueAndStoreWork {
+    queue: Arc<dyn JobQueue>,
+    tasks: Arc<dyn TaskStore>,
+    idle_window: Duration,
+}
+
+#[async_trait::async_trait]
+impl GpuWork for QueueAndStoreWork {
+    async fn snapshot(&self) -> Result<WorkSnapshot, String> {
+        let since = crate::unix_now() - i64::try_from(self.idle_window.as_secs()).unwrap_or(0) * 2;
+        let job_types = gpu_job_types();
+        let (depth, activity) = tokio::join!(
+            self.queue.depth(),
+            self.tasks.gpu_activity(&job_types, since)
+        );
+        let depth = depth.map_err(|e| e.to_string())?;
+        let (processing, last_update) = activity.map_err(|e| e.to_string())?;
+        Ok(WorkSnapshot {
+            queued: depth.visible,
+            in_flight: depth.in_flight,
+            processing,
+            last_job_update: last_update
+                .and_then(|s| u64::try_from(s).ok())
+                .map(|s| std::time::UNIX_EPOCH + Duration::from_secs(s)),
+        })
+    }
+}

@@ -1,0 +1,161 @@
+//! The loops that keep jobs from getting stuck, safe with several
+//! orchestrators running: every write they make is conditional.
+//! - dead letters: a job whose message gave up is marked `failed`;
+//! - reaper: a job left `processing` with no update for `JOB_TIMEOUT_MINUTES`
+//!   is marked `failed`;
+//! - queue depths for `/metrics`.
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    App,
+    jobs::{JobStatus, QueueName},
+    queue::QueueMessage,
+    tasks::{StatusChange, Transition},
+    telemetry,
+};
+
+pub fn spawn(app: Arc<App>) {
+    let interval = app.sweep_interval;
+    tokio::spawn(every(app.clone(), interval, |app| async move {
+        if let Err(e) = drain_dead_letters(&app).await {
+            tracing::warn!(error = %e, "dead-letter drain failed; will retry");
+        }
+    }));
+    tokio::spawn(every(app.clone(), interval, |app| async move {
+        if let Err(e) = reap_stale_jobs(&app).await {
+            tracing::warn!(error = %e, "reaper failed; will retry");
+        }
+    }));
+    tokio::spawn(every(app, Duration::from_secs(15), |app| async move {
+        record_queue_depths(&app).await;
+    }));
+}
+
+async fn every<F, Fut>(app: Arc<App>, period: Duration, mut tick: F)
+where
+    F: FnMut(Arc<App>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            _ = interval.tick() => tick(app.clone()).await,
+        }
+    }
+}
+
+/// The job id a queue message is about, if it is one of ours.
+fn task_id(message: &QueueMessage) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_str(&message.body).ok()?;
+    body.get("task_id")?.as_str().map(str::to_owned)
+}
+
+/// Marks the jobs of dead-lettered messages `failed` ("gave up after N
+/// attempts") and deletes the messages. Returns how many jobs it failed.
+pub async fn drain_dead_letters(app: &App) -> Result<usize, String> {
+    let mut failed = 0;
+    for name in [QueueName::Gpu, QueueName::Cpu] {
+        let queue = app.queue(name);
+        // Bounded per sweep; the next sweep takes the rest.
+        for _ in 0..20 {
+            let messages = queue.receive_dead(10).await.map_err(|e| e.to_string())?;
+            if messages.is_empty() {
+                break;
+            }
+            for message in messages {
+                match task_id(&message) {
+                    Some(task_id) => {
+                        let change = StatusChange {
+                            to: JobStatus::Failed,
+                            error_message: Some(format!(
+                                "gave up after {} attempts",
+                                message.receive_count
+                            )),
+                            attempts: Some(i64::from(message.receive_count)),
+                            now: crate::unix_now(),
+                        };
+                        let outcome = app
+                            .tasks
+                            .transition(
+                                &task_id,
+                                &[JobStatus::Pending, JobStatus::Processing],
+                                &change,
+                            )
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        if outcome == Transition::Applied {
+                            telemetry::status_changed("running", "failed");
+                            tracing::warn!(
+                                task_id,
+                                attempts = message.receive_count,
+                                queue = name.as_str(),
+                                "job dead-lettered: marked failed"
+                            );
+                            failed += 1;
+                        }
+                    }
+                    None => {
+                        tracing::error!(queue = name.as_str(), body = %message.body, "dead letter without a task_id dropped")
+                    }
+                }
+                queue
+                    .delete_dead(&message.receipt)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(failed)
+}
+
+/// Marks `failed` ("timed out") the jobs left `processing` with no update
+/// for the job timeout. Returns how many.
+pub async fn reap_stale_jobs(app: &App) -> Result<usize, String> {
+    let now = crate::unix_now();
+    let timeout = i64::try_from(app.job_timeout.as_secs()).unwrap_or(i64::MAX);
+    let before = now - timeout;
+    let stale = app
+        .tasks
+        .stale_processing(before, 100)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut reaped = 0;
+    for record in stale {
+        let change = StatusChange {
+            to: JobStatus::Failed,
+            error_message: Some(format!(
+                "timed out: no progress for {} minutes",
+                timeout / 60
+            )),
+            attempts: None,
+            now,
+        };
+        if app
+            .tasks
+            .fail_if_stale(&record.task_id, before, &change)
+            .await
+            .map_err(|e| e.to_string())?
+            == Transition::Applied
+        {
+            telemetry::status_changed("processing", "failed");
+            tracing::warn!(task_id = record.task_id, "job timed out: marked failed");
+            reaped += 1;
+        }
+    }
+    Ok(reaped)
+}
+
+pub async fn record_queue_depths(app: &App) {
+    for name in [QueueName::Gpu, QueueName::Cpu] {
+        match app.queue(name).depth().await {
+            Ok(depth) => {
+                telemetry::queue_depth(name.as_str(), "visible", depth.visible);
+                telemetry::queue_depth(name.as_str(), "in_flight", depth.in_flight);
+            }
+            Err(e) => tracing::warn!(queue = name.as_str(), error = %e, "queue depth unavailable"),
+        }
+    }
+}

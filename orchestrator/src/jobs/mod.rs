@@ -1,0 +1,9 @@
+//! Jobs: the kinds the orchestrator accepts, their statuses, and the submit
+//! path that records and queues them.
+
+pub mod kinds;
+pub mod status;
+pub mod submit;
+
+pub use kinds::{JobKind, JobRequest, QueueName};
+pub use status::JobStatus;

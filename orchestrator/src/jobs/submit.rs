@@ -1,0 +1,199 @@
+//! The submit path: validate → write the `pending` record → send the message
+//! → 202. If the message cannot be sent, the record is marked `failed` with
+//! the reason and the client gets 503, so no `pending` job is ever left
+//! without a message. Nothing else happens on the request path: the GPU
+//! controller is only nudged, it talks to EC2 on its own time.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+};
+use common::{ApiError, extract::ApiJson};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::{JobKind, JobRequest, JobStatus, QueueName};
+use crate::{
+    App,
+    routes::AppState,
+    tasks::{IdempotencyClaim, NewTask, StatusChange},
+    telemetry,
+};
+
+/// An idempotency key binds to its job for this long.
+const IDEMPOTENCY_TTL_SECONDS: i64 = 24 * 3600;
+
+/// The answer to a submit, exactly as the old service gave it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobAccepted {
+    pub job_id: String,
+    #[schema(example = "pending")]
+    pub status: String,
+    pub result_url: Option<String>,
+    pub error: Option<String>,
+}
+
+pub async fn submit_handler<T: JobRequest>(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<T>,
+) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
+    request.validate()?;
+    let request_body = serde_json::to_value(&request).map_err(ApiError::internal)?;
+    let key = idempotency_key(&headers)?;
+    let accepted = submit(&app, &T::KIND, request_body, key.as_deref()).await?;
+    Ok((StatusCode::ACCEPTED, Json(accepted)))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?
+        .trim();
+    if key.is_empty() || key.len() > 255 {
+        return Err(ApiError::bad_request(
+            "Idempotency-Key must be 1 to 255 characters",
+        ));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// The queue message, exactly as the adapters parse it.
+pub fn message_body(kind: &JobKind, task_id: &str, request_body: &Value) -> String {
+    let message = match kind.task_type {
+        Some(task_type) => json!({
+            "task_id": task_id,
+            "task_type": task_type,
+            "api_path": kind.api_path,
+            "request_body": request_body,
+        }),
+        None => json!({
+            "task_id": task_id,
+            "api_path": kind.api_path,
+            "request_body": request_body,
+        }),
+    };
+    message.to_string()
+}
+
+pub async fn submit(
+    app: &App,
+    kind: &'static JobKind,
+    request_body: Value,
+    idempotency_key: Option<&str>,
+) -> Result<JobAccepted, ApiError> {
+    let task_id = uuid::Uuid::new_v4().to_string();
+    let now = crate::unix_now();
+
+    if let Some(key) = idempotency_key {
+        let key_hash = hex::encode(Sha256::digest(key.as_bytes()));
+        let fingerprint = hex::encode(Sha256::digest(
+            format!("{}\n{}", kind.route, request_body).as_bytes(),
+        ));
+        match app
+            .tasks
+            .claim_idempotency_key(
+                &key_hash,
+                &fingerprint,
+                &task_id,
+                now,
+                IDEMPOTENCY_TTL_SECONDS,
+            )
+            .await?
+        {
+            IdempotencyClaim::Claimed => {}
+            IdempotencyClaim::Existing {
+                task_id: existing,
+                fingerprint: seen,
+            } if seen == fingerprint => {
+                return Ok(match app.tasks.get(&existing).await? {
+                    Some(record) => {
+                        let view = crate::routes::jobs::JobView::from(record);
+                        JobAccepted {
+                            job_id: existing,
+                            status: view.status,
+                            result_url: view.result_url,
+                            error: view.error,
+                        }
+                    }
+                    // The first request is still between its two writes.
+                    None => pending(existing),
+                });
+            }
+            IdempotencyClaim::Existing { .. } => {
+                return Err(ApiError::conflict(
+                    "Idempotency-Key was already used with a different request body",
+                ));
+            }
+        }
+    }
+
+    app.tasks
+        .create(&NewTask {
+            task_id: task_id.clone(),
+            job_type: kind.api_path.to_owned(),
+            kind: kind.name.to_owned(),
+            queue: kind.queue.as_str().to_owned(),
+            now,
+        })
+        .await?;
+
+    let body = message_body(kind, &task_id, &request_body);
+    if let Err(send_error) = app.queue(kind.queue).send(&body).await {
+        let reason = format!("could not queue the job: {send_error}");
+        mark_failed_after_send_error(app, &task_id, &reason).await;
+        return Err(ApiError::unavailable("job queue", send_error));
+    }
+    telemetry::job_submitted(kind.name);
+    if kind.queue == QueueName::Gpu {
+        app.gpu_work_arrived();
+    }
+    Ok(pending(task_id))
+}
+
+fn pending(job_id: String) -> JobAccepted {
+    JobAccepted {
+        job_id,
+        status: JobStatus::Pending.as_str().to_owned(),
+        result_url: None,
+        error: None,
+    }
+}
+
+/// The record exists but has no message: it must not stay `pending`. The
+/// store just answered, so a short retry covers a blip.
+async fn mark_failed_after_send_error(app: &App, task_id: &str, reason: &str) {
+    for attempt in 1..=3u32 {
+        let change = StatusChange {
+            to: JobStatus::Failed,
+            error_message: Some(reason.to_owned()),
+            attempts: None,
+            now: crate::unix_now(),
+        };
+        match app
+            .tasks
+            .transition(task_id, &[JobStatus::Pending], &change)
+            .await
+        {
+            Ok(_) => {
+                telemetry::status_changed("pending", "failed");
+                return;
+            }
+            Err(e) if attempt < 3 => {
+                tracing::warn!(task_id, error = %e, attempt, "could not mark unqueued job failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+            Err(e) => {
+                tracing::error!(task_id, error = %e, "unqueued job left pending; the reaper cannot see it");
+            }
+        }
+    }
+}

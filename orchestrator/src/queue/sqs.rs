@@ -1,0 +1,237 @@
+//! SQS queues: the GPU and CPU queues of the old system, each with the
+//! dead-letter queue its redrive policy sends failed messages to.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::{
+    Client,
+    error::{ProvideErrorMetadata, SdkError},
+    types::{MessageSystemAttributeName, QueueAttributeName},
+};
+
+use super::{JobQueue, QueueDepth, QueueError, QueueMessage};
+
+pub struct SqsQueue {
+    client: Client,
+    url: String,
+    dlq_url: Option<String>,
+    /// The redrive policy's `maxReceiveCount`: how many attempts a
+    /// dead-lettered job had (a DLQ message's own receive count restarts).
+    max_receive_count: Option<u32>,
+}
+
+impl SqsQueue {
+    /// Reads the queue's redrive policy once; an unreachable queue is not
+    /// fatal here (readiness reports it).
+    pub async fn connect(client: Client, url: &str, dlq_url: Option<&str>) -> Self {
+        let mut queue = Self {
+            client,
+            url: url.to_owned(),
+            dlq_url: dlq_url.map(str::to_owned),
+            max_receive_count: None,
+        };
+        queue.max_receive_count = queue.redrive_max_receive_count().await;
+        queue
+    }
+
+    async fn redrive_max_receive_count(&self) -> Option<u32> {
+        let attributes = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .ok()?;
+        let policy = attributes
+            .attributes()?
+            .get(&QueueAttributeName::RedrivePolicy)?
+            .clone();
+        let policy: serde_json::Value = serde_json::from_str(&policy).ok()?;
+        match &policy["maxReceiveCount"] {
+            serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+
+    async fn receive_from(
+        &self,
+        url: &str,
+        max: u32,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<QueueMessage>, QueueError> {
+        let output = self
+            .client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(i32::try_from(max.clamp(1, 10)).unwrap_or(10))
+            .wait_time_seconds(i32::try_from(wait.as_secs().min(20)).unwrap_or(20))
+            .visibility_timeout(seconds(visibility))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(output
+            .messages()
+            .iter()
+            .filter_map(|m| {
+                Some(QueueMessage {
+                    message_id: m.message_id()?.to_owned(),
+                    receipt: m.receipt_handle()?.to_owned(),
+                    body: m.body().unwrap_or_default().to_owned(),
+                    receive_count: m
+                        .attributes()
+                        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(1),
+                })
+            })
+            .collect())
+    }
+}
+
+fn seconds(d: Duration) -> i32 {
+    // SQS allows 0..=43200 s of visibility.
+    i32::try_from(d.as_secs().min(43_200)).unwrap_or(43_200)
+}
+
+fn classify<E, R>(err: SdkError<E, R>) -> QueueError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            QueueError::Unavailable(err.to_string())
+        }
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("unknown");
+            let message = format!("{code}: {}", service.err().message().unwrap_or_default());
+            let transient = [
+                "NonExistentQueue",
+                "QueueDoesNotExist",
+                "Throttl",
+                "InternalError",
+                "ServiceUnavailable",
+                "RequestThrottled",
+            ];
+            if transient.iter().any(|t| code.contains(t)) {
+                QueueError::Unavailable(message)
+            } else {
+                QueueError::Other(message)
+            }
+        }
+        _ => QueueError::Other(err.to_string()),
+    }
+}
+
+fn count(
+    attributes: Option<&std::collections::HashMap<QueueAttributeName, String>>,
+    name: &QueueAttributeName,
+) -> u64 {
+    attributes
+        .and_then(|a| a.get(name))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[async_trait::async_trait]
+impl JobQueue for SqsQueue {
+    async fn send(&self, body: &str) -> Result<(), QueueError> {
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn receive(
+        &self,
+        max: u32,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<QueueMessage>, QueueError> {
+        self.receive_from(&self.url, max, wait, visibility).await
+    }
+
+    async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
+        self.client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn set_visibility(&self, receipt: &str, timeout: Duration) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .visibility_timeout(seconds(timeout))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn depth(&self) -> Result<QueueDepth, QueueError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(QueueDepth {
+            visible: count(
+                output.attributes(),
+                &QueueAttributeName::ApproximateNumberOfMessages,
+            ),
+            in_flight: count(
+                output.attributes(),
+                &QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+            ),
+        })
+    }
+
+    async fn receive_dead(&self, max: u32) -> Result<Vec<QueueMessage>, QueueError> {
+        match &self.dlq_url {
+            None => Ok(vec![]),
+            Some(url) => {
+                let mut messages = self
+                    .receive_from(url, max, Duration::ZERO, Duration::from_secs(30))
+                    .await?;
+                if let Some(attempts) = self.max_receive_count {
+                    for message in &mut messages {
+                        message.receive_count = attempts;
+                    }
+                }
+                Ok(messages)
+            }
+        }
+    }
+
+    async fn delete_dead(&self, receipt: &str) -> Result<(), QueueError> {
+        let Some(url) = &self.dlq_url else {
+            return Ok(());
+        };
+        self.client
+            .delete_message()
+            .queue_url(url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,91 @@
+//! The HTTP surface: the router and the OpenAPI document, built from the
+//! same route list.
+
+mod gpu;
+mod health;
+pub mod jobs;
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request},
+    middleware::{self, Next},
+    response::Response,
+    routing::get,
+};
+use common::{ApiError, config::HttpSettings};
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::App;
+
+pub type AppState = Arc<App>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "orchestrator",
+        description = "Accepts GPU and CPU jobs (202 at once), reports their status, and manages the GPU host. Errors are `{\"detail\": \"…\"}`."
+    ),
+    components(schemas(common::error::ErrorBody))
+)]
+struct ApiDoc;
+
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(crate::jobs::kinds::routes())
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(health::root))
+        .routes(routes!(health::health))
+        .routes(routes!(health::health_v1))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::metrics))
+        .routes(routes!(gpu::gpu_status))
+        .routes(routes!(gpu::debug_gpu_instance))
+        .routes(routes!(gpu::start_gpu))
+        .routes(routes!(gpu::stop_gpu))
+        // Job requests are small JSON documents.
+        .layer(DefaultBodyLimit::max(64 * 1024))
+}
+
+/// The OpenAPI document of every endpoint, as served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().split_for_parts().1
+}
+
+pub fn router(app: AppState, http: &HttpSettings) -> Router {
+    let (routes, doc) = api().split_for_parts();
+    let doc = Arc::new(doc);
+    let routes = routes
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async { ApiError::not_found("Not Found") })
+        .layer(middleware::from_fn(record_latency))
+        .with_state(app);
+    common::http::with_middleware(routes, http)
+}
+
+/// Request latency by route template (not raw path: ids would explode the
+/// label set).
+async fn record_latency(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    crate::telemetry::http_request(
+        method,
+        route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}

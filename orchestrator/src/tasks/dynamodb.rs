@@ -1,0 +1,418 @@
+//! The production task store: the DynamoDB table the old system used
+//! (`task_store`, partition key `task_id`, GSI `status-created_at-index`).
+//! Items keep exactly the attributes of `CONTRACT.md` §2, so old and new
+//! adapters can update them; the orchestrator adds `kind`, `queue` and
+//! `attempts`. Idempotency keys live in the same table under
+//! `idempotency#<hash>` ids, without a `status`, so they never appear in
+//! the GSI.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::{
+    Client,
+    error::{ProvideErrorMetadata, SdkError},
+    types::{AttributeValue, ReturnValuesOnConditionCheckFailure, Select},
+};
+
+use super::{
+    IdempotencyClaim, NewTask, StatusChange, TaskRecord, TaskStore, TaskStoreError, Transition,
+};
+use crate::jobs::JobStatus;
+
+pub const STATUS_INDEX: &str = "status-created_at-index";
+
+type Item = HashMap<String, AttributeValue>;
+
+pub struct DynamoTaskStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoTaskStore {
+    pub async fn new(aws: &common::aws::AwsSettings, table: &str) -> Self {
+        let sdk = aws.sdk_config().await;
+        Self {
+            client: Client::new(&sdk),
+            table: table.to_owned(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The `processing` count and latest update of GPU jobs in one status,
+    /// through the GSI.
+    async fn scan_status(
+        &self,
+        status: &str,
+        job_types: &[&str],
+        since: Option<i64>,
+        count_only: bool,
+    ) -> Result<(u64, Option<i64>), TaskStoreError> {
+        let mut count = 0u64;
+        let mut latest: Option<i64> = None;
+        let mut start: Option<Item> = None;
+        // Bounded: the GSI holds one status's jobs, paged by 1 MB.
+        for _ in 0..50 {
+            let filter: Vec<String> = (0..job_types.len()).map(|i| format!(":t{i}")).collect();
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(STATUS_INDEX)
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_values(":s", AttributeValue::S(status.to_owned()))
+                .filter_expression(format!("job_type IN ({})", filter.join(", ")))
+                .set_exclusive_start_key(start.take());
+            query = match since {
+                Some(since) => query
+                    .key_condition_expression("#s = :s AND created_at >= :since")
+                    .expression_attribute_values(":since", AttributeValue::N(since.to_string())),
+                None => query.key_condition_expression("#s = :s"),
+            };
+            for (i, job_type) in job_types.iter().enumerate() {
+                query = query.expression_attribute_values(
+                    format!(":t{i}"),
+                    AttributeValue::S((*job_type).to_owned()),
+                );
+            }
+            if count_only {
+                query = query.select(Select::Count);
+            }
+            let page = query.send().await.map_err(classify)?;
+            count += u64::try_from(page.count()).unwrap_or(0);
+            for item in page.items() {
+                if let Some(updated) = number(item, "updated_at") {
+                    latest = Some(latest.map_or(updated, |l| l.max(updated)));
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        Ok((count, latest))
+    }
+}
+
+/// Sorts SDK failures: throttling, 5xx, network and a missing table are
+/// "unavailable" (503 and retry); the rest are bugs.
+fn classify<E, R>(err: SdkError<E, R>) -> TaskStoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            TaskStoreError::Unavailable(err.to_string())
+        }
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("unknown").to_owned();
+            let message = format!("{code}: {}", service.err().message().unwrap_or_default());
+            if matches!(
+                code.as_str(),
+                "ProvisionedThroughputExceededException"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+                    | "InternalServerError"
+                    | "ServiceUnavailable"
+                    | "ResourceNotFoundException"
+            ) {
+                TaskStoreError::Unavailable(message)
+            } else {
+                TaskStoreError::Other(message)
+            }
+        }
+        _ => TaskStoreError::Other(err.to_string()),
+    }
+}
+
+fn string(item: &Item, name: &str) -> Option<String> {
+    match item.get(name) {
+        Some(AttributeValue::S(s)) => Some(s.clone()),
+        Some(AttributeValue::N(n)) => Some(n.clone()),
+        _ => None,
+    }
+}
+
+/// A number attribute. Python adapters write `time.time()`, a float.
+fn number(item: &Item, name: &str) -> Option<i64> {
+    match item.get(name) {
+        Some(AttributeValue::N(n)) | Some(AttributeValue::S(n)) => {
+            n.parse::<f64>().ok().map(|f| f as i64)
+        }
+        _ => None,
+    }
+}
+
+fn record(item: &Item) -> TaskRecord {
+    TaskRecord {
+        task_id: string(item, "task_id").unwrap_or_default(),
+        status: string(item, "status").map(|s| s.to_ascii_lowercase()),
+        job_type: string(item, "job_type"),
+        kind: string(item, "kind"),
+        queue: string(item, "queue"),
+        created_at: number(item, "created_at"),
+        updated_at: number(item, "updated_at"),
+        result_url: string(item, "result_url"),
+        result_s3_uri: string(item, "result_s3_uri"),
+        error: string(item, "error"),
+        error_message: string(item, "error_message"),
+        attempts: number(item, "attempts"),
+    }
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+fn n(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// The status found when a conditional update was refused.
+fn refused<R>(
+    err: SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>,
+) -> Result<Transition, TaskStoreError>
+where
+    R: std::fmt::Debug,
+{
+    match err {
+        SdkError::ServiceError(service)
+            if service.err().is_conditional_check_failed_exception() =>
+        {
+            let current = match service.err() {
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(e) => {
+                    e.item().and_then(|item| string(item, "status")).map(|s| s.to_ascii_lowercase())
+                }
+                _ => None,
+            };
+            Ok(Transition::Refused { current })
+        }
+        other => Err(classify(other)),
+    }
+}
+
+#[async_trait::async_trait]
+impl TaskStore for DynamoTaskStore {
+    async fn create(&self, task: &NewTask) -> Result<(), TaskStoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("task_id", s(&task.task_id))
+            .item("status", s(JobStatus::Pending.as_str()))
+            .item("job_type", s(&task.job_type))
+            .item("kind", s(&task.kind))
+            .item("queue", s(&task.queue))
+            .item("created_at", n(task.now))
+            .item("updated_at", n(task.now))
+            .condition_expression("attribute_not_exists(task_id)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Err(TaskStoreError::AlreadyExists(task.task_id.clone()))
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, TaskStoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("task_id", s(task_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(output.item().map(record))
+    }
+
+    async fn transition(
+        &self,
+        task_id: &str,
+        from: &[JobStatus],
+        change: &StatusChange,
+    ) -> Result<Transition, TaskStoreError> {
+        let allowed: Vec<JobStatus> = from.iter().copied().filter(|s| !s.is_final()).collect();
+        if allowed.is_empty() {
+            return Ok(Transition::Refused {
+                current: self.get(task_id).await?.and_then(|r| r.status),
+            });
+        }
+        let names: Vec<String> = (0..allowed.len()).map(|i| format!(":from{i}")).collect();
+        let mut set = vec!["#status = :to", "updated_at = :now"];
+        if change.error_message.is_some() {
+            set.push("error_message = :error");
+        }
+        if change.attempts.is_some() {
+            set.push("attempts = :attempts");
+        }
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("task_id", s(task_id))
+            .update_expression(format!("SET {}", set.join(", ")))
+            .condition_expression(format!("#status IN ({})", names.join(", ")))
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":to", s(change.to.as_str()))
+            .expression_attribute_values(":now", n(change.now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for (name, status) in names.iter().zip(&allowed) {
+            update = update.expression_attribute_values(name, s(status.as_str()));
+        }
+        if let Some(error) = &change.error_message {
+            update = update.expression_attribute_values(":error", s(error));
+        }
+        if let Some(attempts) = change.attempts {
+            update = update.expression_attribute_values(":attempts", n(attempts));
+        }
+        match update.send().await {
+            Ok(_) => Ok(Transition::Applied),
+            Err(e) => refused(e),
+        }
+    }
+
+    async fn fail_if_stale(
+        &self,
+        task_id: &str,
+        before: i64,
+        change: &StatusChange,
+    ) -> Result<Transition, TaskStoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("task_id", s(task_id))
+            .update_expression("SET #status = :to, updated_at = :now, error_message = :error")
+            .condition_expression("#status = :processing AND updated_at < :before")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":to", s(change.to.as_str()))
+            .expression_attribute_values(":now", n(change.now))
+            .expression_attribute_values(
+                ":error",
+                s(change.error_message.as_deref().unwrap_or("timed out")),
+            )
+            .expression_attribute_values(":processing", s(JobStatus::Processing.as_str()))
+            .expression_attribute_values(":before", n(before))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Transition::Applied),
+            Err(e) => refused(e),
+        }
+    }
+
+    async fn stale_processing(
+        &self,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, TaskStoreError> {
+        let mut found = Vec::new();
+        let mut start: Option<Item> = None;
+        for _ in 0..50 {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(STATUS_INDEX)
+                .key_condition_expression("#s = :processing")
+                .filter_expression("updated_at < :before")
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_values(":processing", s(JobStatus::Processing.as_str()))
+                .expression_attribute_values(":before", n(before))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            found.extend(page.items().iter().map(record));
+            if found.len() >= limit {
+                found.truncate(limit);
+                break;
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+
+    async fn gpu_activity(
+        &self,
+        gpu_job_types: &[&str],
+        since: i64,
+    ) -> Result<(u64, Option<i64>), TaskStoreError> {
+        let (processing, mut latest) = self
+            .scan_status("processing", gpu_job_types, None, false)
+            .await?;
+        for status in ["completed", "failed", "pending"] {
+            let (_, last) = self
+                .scan_status(status, gpu_job_types, Some(since), false)
+                .await?;
+            latest = latest.max(last);
+        }
+        Ok((processing, latest))
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        key_hash: &str,
+        fingerprint: &str,
+        task_id: &str,
+        now: i64,
+        ttl_seconds: i64,
+    ) -> Result<IdempotencyClaim, TaskStoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("task_id", s(&format!("idempotency#{key_hash}")))
+            .item("job_id", s(task_id))
+            .item("fingerprint", s(fingerprint))
+            .item("expires_at", n(now + ttl_seconds))
+            .condition_expression("attribute_not_exists(task_id) OR expires_at <= :now")
+            .expression_attribute_values(":now", n(now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(IdempotencyClaim::Claimed),
+            Err(SdkError::ServiceError(service))
+                if service.err().is_conditional_check_failed_exception() =>
+            {
+                let old = match service.err() {
+                    aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(e) => e.item().cloned(),
+                    _ => None,
+                };
+                let old = old.ok_or_else(|| {
+                    TaskStoreError::Other("idempotency record without attributes".into())
+                })?;
+                Ok(IdempotencyClaim::Existing {
+                    task_id: string(&old, "job_id").unwrap_or_default(),
+                    fingerprint: string(&old, "fingerprint").unwrap_or_default(),
+                })
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), TaskStoreError> {
+        // GetItem needs only the permission the service already has.
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .key("task_id", s("readiness-probe"))
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}

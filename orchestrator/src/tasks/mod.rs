@@ -1,0 +1,151 @@
+//! The task store: one record per job, the source of truth for its status.
+//! A SQLite table by default, the DynamoDB table `task_store` in production
+//! (which the worker adapters also write). Every status change made here is
+//! conditional on the status it replaces, and a final status is never
+//! overwritten.
+
+mod dynamodb;
+mod sqlite;
+
+pub use dynamodb::DynamoTaskStore;
+pub use sqlite::SqliteTaskStore;
+
+use common::ApiError;
+use serde::Serialize;
+
+use crate::jobs::JobStatus;
+
+/// A job's record as stored. Items written by an old adapter's `UpdateItem`
+/// alone may lack everything but `task_id`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TaskRecord {
+    pub task_id: String,
+    /// Lower-case; `None` when the item has no status attribute.
+    pub status: Option<String>,
+    /// The job's `api_path`.
+    pub job_type: Option<String>,
+    pub kind: Option<String>,
+    pub queue: Option<String>,
+    pub created_at: Option<i64>,
+    pub updated_at: Option<i64>,
+    pub result_url: Option<String>,
+    pub result_s3_uri: Option<String>,
+    pub error: Option<String>,
+    pub error_message: Option<String>,
+    pub attempts: Option<i64>,
+}
+
+/// A new `pending` job.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub task_id: String,
+    pub job_type: String,
+    pub kind: String,
+    pub queue: String,
+    pub now: i64,
+}
+
+/// A status change and what comes with it.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    pub to: JobStatus,
+    pub error_message: Option<String>,
+    pub attempts: Option<i64>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    Applied,
+    /// The record was not in one of the expected states (or not there):
+    /// nothing was written. Carries the status found, if any.
+    Refused {
+        current: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdempotencyClaim {
+    /// The key is new (or its record expired): it now maps to our task.
+    Claimed,
+    /// The key was used before, within its lifetime.
+    Existing {
+        task_id: String,
+        fingerprint: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskStoreError {
+    #[error("task {0} already exists")]
+    AlreadyExists(String),
+    #[error("task store unavailable: {0}")]
+    Unavailable(String),
+    #[error("task store error: {0}")]
+    Other(String),
+}
+
+impl From<TaskStoreError> for ApiError {
+    fn from(err: TaskStoreError) -> Self {
+        match err {
+            TaskStoreError::Unavailable(cause) => ApiError::unavailable("task store", cause),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+pub trait TaskStore: Send + Sync + 'static {
+    /// Writes a `pending` record; fails with `AlreadyExists` if the id is taken.
+    async fn create(&self, task: &NewTask) -> Result<(), TaskStoreError>;
+
+    /// A strongly consistent read.
+    async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, TaskStoreError>;
+
+    /// Changes the status only if it is currently one of `from`.
+    async fn transition(
+        &self,
+        task_id: &str,
+        from: &[JobStatus],
+        change: &StatusChange,
+    ) -> Result<Transition, TaskStoreError>;
+
+    /// Changes the status only if the job is still `processing` with no
+    /// update since `before` (Unix s), so an adapter's update racing the
+    /// reaper wins.
+    async fn fail_if_stale(
+        &self,
+        task_id: &str,
+        before: i64,
+        change: &StatusChange,
+    ) -> Result<Transition, TaskStoreError>;
+
+    /// `processing` jobs whose last update is older than `before` (Unix s).
+    async fn stale_processing(
+        &self,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, TaskStoreError>;
+
+    /// GPU work in the store: how many jobs of these `job_type`s are
+    /// `processing`, and the latest `updated_at` among those created since
+    /// `since` (Unix s).
+    async fn gpu_activity(
+        &self,
+        gpu_job_types: &[&str],
+        since: i64,
+    ) -> Result<(u64, Option<i64>), TaskStoreError>;
+
+    /// Binds an idempotency key (hashed) to a task for `ttl_seconds`.
+    async fn claim_idempotency_key(
+        &self,
+        key_hash: &str,
+        fingerprint: &str,
+        task_id: &str,
+        now: i64,
+        ttl_seconds: i64,
+    ) -> Result<IdempotencyClaim, TaskStoreError>;
+
+    /// Readiness: one round trip.
+    async fn ping(&self) -> Result<(), TaskStoreError>;
+}

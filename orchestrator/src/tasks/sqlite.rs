@@ -1,0 +1,255 @@
+//! The embedded task store: the `tasks` table of the orchestrator's SQLite
+//! file. Conditional writes are single `UPDATE … WHERE status IN (…)`
+//! statements, atomic in SQLite.
+
+use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
+
+use super::{
+    IdempotencyClaim, NewTask, StatusChange, TaskRecord, TaskStore, TaskStoreError, Transition,
+};
+use crate::jobs::JobStatus;
+
+pub struct SqliteTaskStore {
+    pool: SqlitePool,
+}
+
+impl SqliteTaskStore {
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    async fn current_status(&self, task_id: &str) -> Result<Option<String>, TaskStoreError> {
+        Ok(self.get(task_id).await?.and_then(|r| r.status))
+    }
+}
+
+pub(crate) fn sqlite_error(err: sqlx::Error) -> TaskStoreError {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            TaskStoreError::Unavailable(err.to_string())
+        }
+        sqlx::Error::Database(ref db) if db.code().as_deref() == Some("5") => {
+            TaskStoreError::Unavailable(err.to_string())
+        }
+        other => TaskStoreError::Other(other.to_string()),
+    }
+}
+
+const COLUMNS: &str = "task_id, status, job_type, kind, queue, created_at, updated_at, result_url, \
+     result_s3_uri, error, error_message, attempts";
+
+fn record(row: &SqliteRow) -> Result<TaskRecord, sqlx::Error> {
+    Ok(TaskRecord {
+        task_id: row.try_get("task_id")?,
+        status: row
+            .try_get::<Option<String>, _>("status")?
+            .map(|s| s.to_ascii_lowercase()),
+        job_type: row.try_get("job_type")?,
+        kind: row.try_get("kind")?,
+        queue: row.try_get("queue")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        result_url: row.try_get("result_url")?,
+        result_s3_uri: row.try_get("result_s3_uri")?,
+        error: row.try_get("error")?,
+        error_message: row.try_get("error_message")?,
+        attempts: row.try_get("attempts")?,
+    })
+}
+
+#[async_trait::async_trait]
+impl TaskStore for SqliteTaskStore {
+    async fn create(&self, task: &NewTask) -> Result<(), TaskStoreError> {
+        let done = sqlx::query(
+            "INSERT INTO tasks (task_id, status, job_type, kind, queue, created_at, updated_at)
+             VALUES ($1, 'pending', $2, $3, $4, $5, $5) ON CONFLICT (task_id) DO NOTHING",
+        )
+        .bind(&task.task_id)
+        .bind(&task.job_type)
+        .bind(&task.kind)
+        .bind(&task.queue)
+        .bind(task.now)
+        .execute(&self.pool)
+        .await
+        .map_err(sqlite_error)?;
+        if done.rows_affected() == 0 {
+            return Err(TaskStoreError::AlreadyExists(task.task_id.clone()));
+        }
+        Ok(())
+    }
+
+    async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, TaskStoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM tasks WHERE task_id = $1"
+        )))
+        .bind(task_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(sqlite_error)?;
+        row.as_ref().map(record).transpose().map_err(sqlite_error)
+    }
+
+    async fn transition(
+        &self,
+        task_id: &str,
+        from: &[JobStatus],
+        change: &StatusChange,
+    ) -> Result<Transition, TaskStoreError> {
+        // `from` never holds a final status (callers pass pending/processing),
+        // so a final record is never matched.
+        let allowed: Vec<&str> = from
+            .iter()
+            .filter(|s| !s.is_final())
+            .map(|s| s.as_str())
+            .collect();
+        let placeholders: Vec<String> = (0..allowed.len()).map(|i| format!("${}", i + 5)).collect();
+        let sql = format!(
+            "UPDATE tasks SET status = $1, updated_at = $2,
+                 error_message = COALESCE($3, error_message), attempts = COALESCE($4, attempts)
+             WHERE task_id = ${} AND status IN ({})",
+            allowed.len() + 5,
+            if placeholders.is_empty() {
+                "NULL".to_owned()
+            } else {
+                placeholders.join(", ")
+            }
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(change.to.as_str())
+            .bind(change.now)
+            .bind(&change.error_message)
+            .bind(change.attempts);
+        for status in &allowed {
+            query = query.bind(*status);
+        }
+        let done = query
+            .bind(task_id)
+            .execute(&self.pool)
+            .await
+            .map_err(sqlite_error)?;
+        if done.rows_affected() > 0 {
+            Ok(Transition::Applied)
+        } else {
+            Ok(Transition::Refused {
+                current: self.current_status(task_id).await?,
+            })
+        }
+    }
+
+    async fn fail_if_stale(
+        &self,
+        task_id: &str,
+        before: i64,
+        change: &StatusChange,
+    ) -> Result<Transition, TaskStoreError> {
+        let done = sqlx::query(
+            "UPDATE tasks SET status = $1, updated_at = $2, error_message = $3
+             WHERE task_id = $4 AND status = 'processing' AND COALESCE(updated_at, created_at, 0) < $5",
+        )
+        .bind(change.to.as_str())
+        .bind(change.now)
+        .bind(&change.error_message)
+        .bind(task_id)
+        .bind(before)
+        .execute(&self.pool)
+        .await
+        .map_err(sqlite_error)?;
+        if done.rows_affected() > 0 {
+            Ok(Transition::Applied)
+        } else {
+            Ok(Transition::Refused {
+                current: self.current_status(task_id).await?,
+            })
+        }
+    }
+
+    async fn stale_processing(
+        &self,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, TaskStoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM tasks WHERE status = 'processing' AND COALESCE(updated_at, created_at, 0) < $1
+             ORDER BY updated_at LIMIT $2"
+        )))
+        .bind(before)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(sqlite_error)?;
+        rows.iter()
+            .map(record)
+            .collect::<Result<_, _>>()
+            .map_err(sqlite_error)
+    }
+
+    async fn gpu_activity(
+        &self,
+        gpu_job_types: &[&str],
+        since: i64,
+    ) -> Result<(u64, Option<i64>), TaskStoreError> {
+        let placeholders: Vec<String> = (2..gpu_job_types.len() + 2)
+            .map(|i| format!("${i}"))
+            .collect();
+        let sql = format!(
+            "SELECT COALESCE(SUM(status = 'processing'), 0) AS processing,
+                    MAX(CASE WHEN created_at >= $1 THEN updated_at END) AS last_update
+             FROM tasks WHERE job_type IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(since);
+        for job_type in gpu_job_types {
+            query = query.bind(*job_type);
+        }
+        let row = query.fetch_one(&self.pool).await.map_err(sqlite_error)?;
+        let processing: i64 = row.try_get("processing").map_err(sqlite_error)?;
+        let last: Option<i64> = row.try_get("last_update").map_err(sqlite_error)?;
+        Ok((u64::try_from(processing).unwrap_or(0), last))
+    }
+
+    async fn claim_idempotency_key(
+        &self,
+        key_hash: &str,
+        fingerprint: &str,
+        task_id: &str,
+        now: i64,
+        ttl_seconds: i64,
+    ) -> Result<IdempotencyClaim, TaskStoreError> {
+        // Insert, or take over an expired record, in one statement.
+        let done = sqlx::query(
+            "INSERT INTO idempotency_keys (key_hash, fingerprint, task_id, expires_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (key_hash) DO UPDATE SET fingerprint = excluded.fingerprint,
+                 task_id = excluded.task_id, expires_at = excluded.expires_at
+             WHERE idempotency_keys.expires_at <= $5",
+        )
+        .bind(key_hash)
+        .bind(fingerprint)
+        .bind(task_id)
+        .bind(now + ttl_seconds)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(sqlite_error)?;
+        if done.rows_affected() > 0 {
+            return Ok(IdempotencyClaim::Claimed);
+        }
+        let row =
+            sqlx::query("SELECT fingerprint, task_id FROM idempotency_keys WHERE key_hash = $1")
+                .bind(key_hash)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(sqlite_error)?;
+        Ok(IdempotencyClaim::Existing {
+            task_id: row.try_get("task_id").map_err(sqlite_error)?,
+            fingerprint: row.try_get("fingerprint").map_err(sqlite_error)?,
+        })
+    }
+
+    async fn ping(&self) -> Result<(), TaskStoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(sqlite_error)?;
+        Ok(())
+    }
+}
