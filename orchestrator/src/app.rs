@@ -50,6 +50,8 @@ pub enum StartupError {
 
 impl App {
     pub async fn from_config(config: &OrchestratorConfig) -> Result<Self, StartupError> {
+        // The metrics recorder must exist before anything counts.
+        crate::telemetry::metrics_handle();
         let needs_sqlite = matches!(config.task_store, TaskStoreSettings::Sqlite)
             || matches!(config.queues, QueueSettings::Embedded { .. });
         let sqlite = if needs_sqlite {

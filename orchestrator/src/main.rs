@@ -30,7 +30,6 @@ async fn main() -> ExitCode {
 
 async fn serve(config: OrchestratorConfig) -> ExitCode {
     common::telemetry::init(config.log_format);
-    orchestrator::telemetry::metrics_handle();
     let app = match App::from_config(&config).await {
         Ok(app) => Arc::new(app),
         Err(e) => {

@@ -1,0 +1,554 @@
+//! Starts the orchestrator the way `main` does — `OrchestratorConfig::from_env`
+//! then `App::from_config` — on real parts: SQLite always; SQS, DynamoDB and
+//! EC2 on moto when it is reachable (each test gets its own queues, table and
+//! instance). With `REQUIRE_LIVE_BACKENDS=1` an unreachable moto fails the
+//! test instead of skipping it. `Adapter` plays the old Python worker
+//! adapter against the same parts.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::{sync::Arc, time::Duration};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ScalarAttributeType,
+};
+use axum::{
+    Router,
+    body::{Body, Bytes},
+    http::{HeaderMap, Method, Request, StatusCode, header},
+};
+use common::{aws::AwsSettings, config::Env};
+use http_body_util::BodyExt;
+use orchestrator::{App, OrchestratorConfig, router};
+use serde_json::Value;
+use tempfile::TempDir;
+use tower::ServiceExt;
+
+pub const FRONTEND: &str = "http://localhost:3000";
+/// Receives before a message is dead-lettered, in every test queue.
+pub const MAX_RECEIVES: u32 = 2;
+
+pub fn moto_url() -> String {
+    std::env::var("MOTO_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned())
+}
+
+pub async fn moto_available() -> bool {
+    let up = reqwest::Client::new()
+        .get(format!("{}/moto-api/", moto_url()))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .is_ok();
+    if up {
+        return true;
+    }
+    if std::env::var("REQUIRE_LIVE_BACKENDS").is_ok_and(|v| v == "1" || v == "true") {
+        panic!(
+            "REQUIRE_LIVE_BACKENDS=1 but moto at {} is not reachable",
+            moto_url()
+        );
+    }
+    eprintln!(
+        "\n!!! SKIPPED: moto at {} is not reachable; run scripts/test.sh to test on SQS/DynamoDB/EC2 !!!\n",
+        moto_url()
+    );
+    false
+}
+
+pub async fn aws() -> aws_config::SdkConfig {
+    AwsSettings::emulator(&moto_url()).sdk_config().await
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// A queue with its dead-letter queue and redrive policy, as production has.
+pub async fn create_queue_pair(sqs: &aws_sdk_sqs::Client, name: &str) -> (String, String) {
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .unwrap();
+    let dlq_url = dlq.queue_url().unwrap().to_owned();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    let queue = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "30",
+        )
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    (queue.queue_url().unwrap().to_owned(), dlq_url)
+}
+
+/// The `task_store` table with the production GSI.
+pub async fn create_table(dynamo: &aws_sdk_dynamodb::Client, name: &str) {
+    let attribute = |name: &str, kind| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(kind)
+            .build()
+            .unwrap()
+    };
+    let key = |name: &str, kind| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    dynamo
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("task_id", ScalarAttributeType::S))
+        .attribute_definitions(attribute("status", ScalarAttributeType::S))
+        .attribute_definitions(attribute("created_at", ScalarAttributeType::N))
+        .key_schema(key("task_id", KeyType::Hash))
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("status-created_at-index")
+                .key_schema(key("status", KeyType::Hash))
+                .key_schema(key("created_at", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// A stopped instance, as the GPU host is between jobs.
+pub async fn create_stopped_instance(ec2: &aws_sdk_ec2::Client) -> String {
+    let run = ec2
+        .run_instances()
+        .image_id("ami-12345678")
+        .instance_type(aws_sdk_ec2::types::InstanceType::G4dnXlarge)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap();
+    let id = run.instances()[0].instance_id().unwrap().to_owned();
+    ec2.stop_instances().instance_ids(&id).send().await.unwrap();
+    id
+}
+
+pub async fn instance_state(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
+    let out = ec2
+        .describe_instances()
+        .instance_ids(id)
+        .send()
+        .await
+        .unwrap();
+    out.reservations()[0].instances()[0]
+        .state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backends {
+    Embedded,
+    Aws,
+}
+
+pub struct TestAppBuilder {
+    backends: Backends,
+    env: Vec<(String, String)>,
+}
+
+impl TestAppBuilder {
+    pub fn backends(&self) -> Backends {
+        self.backends
+    }
+
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != name);
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub async fn start(self) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let mut env = self.env;
+        env.push(("DATA_DIR".into(), dir.path().display().to_string()));
+        let config = OrchestratorConfig::from_env(&Env::from_pairs(env.clone()))
+            .expect("valid test configuration");
+        let app = Arc::new(App::from_config(&config).await.expect("the app starts"));
+        let sdk = match self.backends {
+            Backends::Aws => Some(aws().await),
+            Backends::Embedded => None,
+        };
+        TestApp {
+            backends: self.backends,
+            router: router(app.clone(), &config.http),
+            app,
+            dir,
+            env,
+            sqs: sdk.as_ref().map(aws_sdk_sqs::Client::new),
+            dynamo: sdk.as_ref().map(aws_sdk_dynamodb::Client::new),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub backends: Backends,
+    pub app: Arc<App>,
+    router: Router,
+    pub dir: TempDir,
+    pub env: Vec<(String, String)>,
+    pub sqs: Option<aws_sdk_sqs::Client>,
+    pub dynamo: Option<aws_sdk_dynamodb::Client>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.app.shutdown.cancel();
+    }
+}
+
+impl TestApp {
+    pub fn embedded() -> TestAppBuilder {
+        TestAppBuilder {
+            backends: Backends::Embedded,
+            env: vec![("QUEUE_MAX_RECEIVE_COUNT".into(), MAX_RECEIVES.to_string())],
+        }
+    }
+
+    /// SQS + DynamoDB on moto, each test with its own queues and table.
+    pub async fn aws() -> Option<TestAppBuilder> {
+        if !moto_available().await {
+            return None;
+        }
+        let sdk = aws().await;
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let (gpu, gpu_dlq) = create_queue_pair(&sqs, &unique("gpu")).await;
+        let (cpu, cpu_dlq) = create_queue_pair(&sqs, &unique("cpu")).await;
+        let table = unique("task_store");
+        create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table).await;
+        Some(TestAppBuilder {
+            backends: Backends::Aws,
+            env: vec![
+                ("AWS_ENDPOINT_URL".into(), moto_url()),
+                ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+                ("AWS_REGION".into(), "us-east-1".into()),
+                ("SQS_QUEUE_URL".into(), gpu),
+                ("CPU_SQS_QUEUE_URL".into(), cpu),
+                ("GPU_DLQ_URL".into(), gpu_dlq),
+                ("CPU_DLQ_URL".into(), cpu_dlq),
+                ("DYNAMODB_TABLE".into(), table),
+            ],
+        })
+    }
+
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, uri: &str) -> TestResponse {
+        self.send(
+            Request::get(uri)
+                .header(header::ORIGIN, FRONTEND)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn post(&self, uri: &str, body: Value) -> TestResponse {
+        self.post_with(uri, body, &[]).await
+    }
+
+    pub async fn post_with(
+        &self,
+        uri: &str,
+        body: Value,
+        headers: &[(&str, &str)],
+    ) -> TestResponse {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ORIGIN, FRONTEND);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request.body(Body::from(body.to_string())).unwrap())
+            .await
+    }
+
+    /// Submits and returns the job id, asserting the 202 contract.
+    pub async fn submit(&self, uri: &str, body: Value) -> String {
+        let response = self.post(uri, body).await;
+        assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
+        let json = response.json();
+        assert_eq!(json["status"], "pending");
+        json["job_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        let response = self.get(&format!("/api/v1/jobs/{id}")).await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+        response.json()
+    }
+
+    pub fn adapter(&self) -> Adapter<'_> {
+        Adapter { app: self }
+    }
+
+    /// Every task record, as (task_id, status, error_message).
+    pub async fn all_tasks(&self) -> Vec<(String, Option<String>, Option<String>)> {
+        match &self.dynamo {
+            Some(dynamo) => {
+                let out = dynamo
+                    .scan()
+                    .table_name(self.var("DYNAMODB_TABLE").unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                out.items()
+                    .iter()
+                    .filter(|i| !i["task_id"].as_s().unwrap().starts_with("idempotency#"))
+                    .map(|i| {
+                        let s = |k: &str| i.get(k).and_then(|v| v.as_s().ok()).cloned();
+                        (s("task_id").unwrap(), s("status"), s("error_message"))
+                    })
+                    .collect()
+            }
+            None => {
+                use sqlx::{Connection, Row};
+                let mut conn = sqlx::SqliteConnection::connect(&self.sqlite_url())
+                    .await
+                    .unwrap();
+                sqlx::query("SELECT task_id, status, error_message FROM tasks")
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect()
+            }
+        }
+    }
+
+    pub fn sqlite_url(&self) -> String {
+        format!(
+            "sqlite://{}",
+            self.dir.path().join("orchestrator.db").display()
+        )
+    }
+
+    pub async fn sqlite(&self, statement: &str) {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&self.sqlite_url())
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// The old Python worker adapter, played against the same parts: it reads
+/// the queue directly (SQS `ReceiveMessage`, or the embedded queue) and
+/// writes the task record with plain, unconditional updates (DynamoDB
+/// `UpdateItem`, or SQL on the embedded table).
+pub struct Adapter<'a> {
+    app: &'a TestApp,
+}
+
+pub struct Received {
+    pub body: Value,
+    pub receipt: String,
+}
+
+impl Adapter<'_> {
+    fn queue_url(&self, queue: &str) -> String {
+        let name = if queue == "gpu" {
+            "SQS_QUEUE_URL"
+        } else {
+            "CPU_SQS_QUEUE_URL"
+        };
+        self.app.var(name).unwrap().to_owned()
+    }
+
+    /// One message from `queue` ("gpu" or "cpu"), hidden for `visibility`.
+    pub async fn receive(&self, queue: &str, visibility: Duration) -> Option<Received> {
+        match &self.app.sqs {
+            Some(sqs) => {
+                let out = sqs
+                    .receive_message()
+                    .queue_url(self.queue_url(queue))
+                    .max_number_of_messages(1)
+                    .wait_time_seconds(1)
+                    .visibility_timeout(i32::try_from(visibility.as_secs()).unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                let message = out.messages().first()?;
+                Some(Received {
+                    body: serde_json::from_str(message.body().unwrap()).unwrap(),
+                    receipt: message.receipt_handle().unwrap().to_owned(),
+                })
+            }
+            None => {
+                let q = if queue == "gpu" {
+                    &self.app.app.gpu_queue
+                } else {
+                    &self.app.app.cpu_queue
+                };
+                let message = q
+                    .receive(1, Duration::from_millis(500), visibility)
+                    .await
+                    .unwrap()
+                    .pop()?;
+                Some(Received {
+                    body: serde_json::from_str(&message.body).unwrap(),
+                    receipt: message.receipt,
+                })
+            }
+        }
+    }
+
+    pub async fn delete(&self, queue: &str, receipt: &str) {
+        match &self.app.sqs {
+            Some(sqs) => {
+                sqs.delete_message()
+                    .queue_url(self.queue_url(queue))
+                    .receipt_handle(receipt)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            None => {
+                let q = if queue == "gpu" {
+                    &self.app.app.gpu_queue
+                } else {
+                    &self.app.app.cpu_queue
+                };
+                q.delete(receipt).await.unwrap();
+            }
+        }
+    }
+
+    /// Sets string attributes and `updated_at`, with no condition, as the
+    /// old adapters did.
+    pub async fn update(&self, task_id: &str, attributes: &[(&str, &str)], updated_at: i64) {
+        match &self.app.dynamo {
+            Some(dynamo) => {
+                let mut set = vec!["updated_at = :updated_at".to_owned()];
+                let mut update = dynamo
+                    .update_item()
+                    .table_name(self.app.var("DYNAMODB_TABLE").unwrap())
+                    .key("task_id", AttributeValue::S(task_id.to_owned()))
+                    .expression_attribute_values(
+                        ":updated_at",
+                        AttributeValue::N(format!("{updated_at}.25")),
+                    );
+                for (i, (name, value)) in attributes.iter().enumerate() {
+                    set.push(format!("#a{i} = :v{i}"));
+                    update = update
+                        .expression_attribute_names(format!("#a{i}"), *name)
+                        .expression_attribute_values(
+                            format!(":v{i}"),
+                            AttributeValue::S((*value).to_owned()),
+                        );
+                }
+                update
+                    .update_expression(format!("SET {}", set.join(", ")))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            None => {
+                let mut statement = format!(
+                    "INSERT OR IGNORE INTO tasks (task_id) VALUES ('{task_id}'); UPDATE tasks SET updated_at = {updated_at}"
+                );
+                for (name, value) in attributes {
+                    statement.push_str(&format!(", {name} = '{value}'"));
+                }
+                statement.push_str(&format!(" WHERE task_id = '{task_id}';"));
+                self.app.sqlite(&statement).await;
+            }
+        }
+    }
+}
+
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn assert_error(&self, status: StatusCode) -> String {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        assert_eq!(
+            self.headers
+                .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+                .map(|v| v.to_str().unwrap()),
+            Some("*"),
+            "errors carry CORS headers"
+        );
+        self.json()["detail"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no detail: {}", self.text()))
+            .to_owned()
+    }
+}
