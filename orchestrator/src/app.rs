@@ -55,7 +55,7 @@ impl App {
         let needs_sqlite = matches!(config.task_store, TaskStoreSettings::Sqlite)
             || matches!(config.queues, QueueSettings::Embedded { .. });
         let sqlite = if needs_sqlite {
-            Some(open_sqlite(config).await?)
+            Some(SqlitePools::open(config).await?)
         } else {
             None
         };
@@ -158,20 +158,39 @@ impl App {
     }
 }
 
-async fn open_sqlite(config: &OrchestratorConfig) -> Result<SqlitePool, StartupError> {
-    tokio::fs::create_dir_all(&config.data_dir).await?;
-    let options =
-        SqliteConnectOptions::from_str(&format!("sqlite://{}", config.sqlite_path().display()))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(5));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
-        .await?;
-    MIGRATOR.run(&pool).await?;
-    Ok(pool)
+/// The embedded database: writes through one connection, reads through a
+/// small pool. SQLite admits one writer at a time and makes the others poll
+/// its lock with growing sleeps; queueing writers on one connection keeps
+/// the latency tail short, and WAL lets reads run beside the writer.
+#[derive(Clone)]
+pub struct SqlitePools {
+    pub reads: SqlitePool,
+    pub writes: SqlitePool,
+}
+
+impl SqlitePools {
+    async fn open(config: &OrchestratorConfig) -> Result<Self, StartupError> {
+        tokio::fs::create_dir_all(&config.data_dir).await?;
+        let options = SqliteConnectOptions::from_str(&format!(
+            "sqlite://{}",
+            config.sqlite_path().display()
+        ))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(5));
+        let writes = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&writes).await?;
+        let reads = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { reads, writes })
+    }
 }
 
 /// GPU work as the controller needs it: the GPU queue's depth and the GPU

@@ -9,14 +9,15 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
 use tokio::sync::Notify;
 
 use super::{JobQueue, QueueDepth, QueueError, QueueMessage};
+use crate::app::SqlitePools;
 
 #[derive(Clone)]
 pub struct EmbeddedQueue {
-    pool: SqlitePool,
+    pools: SqlitePools,
     name: &'static str,
     max_receive_count: u32,
     sent: Arc<Notify>,
@@ -24,9 +25,9 @@ pub struct EmbeddedQueue {
 
 impl EmbeddedQueue {
     /// `name` tells the queues apart within the table ("gpu", "cpu").
-    pub fn new(pool: SqlitePool, name: &'static str, max_receive_count: u32) -> Self {
+    pub fn new(pools: SqlitePools, name: &'static str, max_receive_count: u32) -> Self {
         Self {
-            pool,
+            pools,
             name,
             max_receive_count,
             sent: Arc::new(Notify::new()),
@@ -48,7 +49,7 @@ impl EmbeddedQueue {
         .bind(now)
         .bind(self.name)
         .bind(i64::from(self.max_receive_count))
-        .execute(&self.pool)
+        .execute(&self.pools.writes)
         .await
         .map_err(queue_error)?;
         let rows = sqlx::query(
@@ -63,7 +64,7 @@ impl EmbeddedQueue {
         .bind(self.name)
         .bind(now)
         .bind(i64::from(max.clamp(1, 10)))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pools.writes)
         .await
         .map_err(queue_error)?;
         rows.iter().map(message).collect()
@@ -108,7 +109,7 @@ impl JobQueue for EmbeddedQueue {
             .bind(self.name)
             .bind(body)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.pools.writes)
             .await
             .map_err(queue_error)?;
         self.sent.notify_waiters();
@@ -141,7 +142,7 @@ impl JobQueue for EmbeddedQueue {
         sqlx::query("DELETE FROM queue_messages WHERE receipt = $1 AND queue = $2 AND dead = 0")
             .bind(receipt)
             .bind(self.name)
-            .execute(&self.pool)
+            .execute(&self.pools.writes)
             .await
             .map_err(queue_error)?;
         Ok(())
@@ -152,7 +153,7 @@ impl JobQueue for EmbeddedQueue {
             .bind(now_ms() + millis(timeout))
             .bind(receipt)
             .bind(self.name)
-            .execute(&self.pool)
+            .execute(&self.pools.writes)
             .await
             .map_err(queue_error)?;
         if done.rows_affected() == 0 {
@@ -171,7 +172,7 @@ impl JobQueue for EmbeddedQueue {
         )
         .bind(now_ms())
         .bind(self.name)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.pools.reads)
         .await
         .map_err(queue_error)?;
         let visible: i64 = row.try_get("visible").map_err(queue_error)?;
@@ -194,7 +195,7 @@ impl JobQueue for EmbeddedQueue {
         .bind(self.name)
         .bind(now)
         .bind(i64::from(max.clamp(1, 10)))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pools.writes)
         .await
         .map_err(queue_error)?;
         rows.iter().map(message).collect()
@@ -204,7 +205,7 @@ impl JobQueue for EmbeddedQueue {
         sqlx::query("DELETE FROM queue_messages WHERE receipt = $1 AND queue = $2 AND dead = 1")
             .bind(receipt)
             .bind(self.name)
-            .execute(&self.pool)
+            .execute(&self.pools.writes)
             .await
             .map_err(queue_error)?;
         Ok(())

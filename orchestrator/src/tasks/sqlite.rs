@@ -2,20 +2,20 @@
 //! file. Conditional writes are single `UPDATE … WHERE status IN (…)`
 //! statements, atomic in SQLite.
 
-use sqlx::{Row, SqlitePool, sqlite::SqliteRow};
+use sqlx::{Row, sqlite::SqliteRow};
 
 use super::{
     IdempotencyClaim, NewTask, StatusChange, TaskRecord, TaskStore, TaskStoreError, Transition,
 };
-use crate::jobs::JobStatus;
+use crate::{app::SqlitePools, jobs::JobStatus};
 
 pub struct SqliteTaskStore {
-    pool: SqlitePool,
+    pools: SqlitePools,
 }
 
 impl SqliteTaskStore {
-    pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+    pub fn new(pools: SqlitePools) -> Self {
+        Self { pools }
     }
 
     async fn current_status(&self, task_id: &str) -> Result<Option<String>, TaskStoreError> {
@@ -69,7 +69,7 @@ impl TaskStore for SqliteTaskStore {
         .bind(&task.kind)
         .bind(&task.queue)
         .bind(task.now)
-        .execute(&self.pool)
+        .execute(&self.pools.writes)
         .await
         .map_err(sqlite_error)?;
         if done.rows_affected() == 0 {
@@ -83,7 +83,7 @@ impl TaskStore for SqliteTaskStore {
             "SELECT {COLUMNS} FROM tasks WHERE task_id = $1"
         )))
         .bind(task_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.pools.reads)
         .await
         .map_err(sqlite_error)?;
         row.as_ref().map(record).transpose().map_err(sqlite_error)
@@ -124,7 +124,7 @@ impl TaskStore for SqliteTaskStore {
         }
         let done = query
             .bind(task_id)
-            .execute(&self.pool)
+            .execute(&self.pools.writes)
             .await
             .map_err(sqlite_error)?;
         if done.rows_affected() > 0 {
@@ -151,7 +151,7 @@ impl TaskStore for SqliteTaskStore {
         .bind(&change.error_message)
         .bind(task_id)
         .bind(before)
-        .execute(&self.pool)
+        .execute(&self.pools.writes)
         .await
         .map_err(sqlite_error)?;
         if done.rows_affected() > 0 {
@@ -174,7 +174,7 @@ impl TaskStore for SqliteTaskStore {
         )))
         .bind(before)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.pools.reads)
         .await
         .map_err(sqlite_error)?;
         rows.iter()
@@ -201,7 +201,10 @@ impl TaskStore for SqliteTaskStore {
         for job_type in gpu_job_types {
             query = query.bind(*job_type);
         }
-        let row = query.fetch_one(&self.pool).await.map_err(sqlite_error)?;
+        let row = query
+            .fetch_one(&self.pools.reads)
+            .await
+            .map_err(sqlite_error)?;
         let processing: i64 = row.try_get("processing").map_err(sqlite_error)?;
         let last: Option<i64> = row.try_get("last_update").map_err(sqlite_error)?;
         Ok((u64::try_from(processing).unwrap_or(0), last))
@@ -227,7 +230,7 @@ impl TaskStore for SqliteTaskStore {
         .bind(task_id)
         .bind(now + ttl_seconds)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.pools.writes)
         .await
         .map_err(sqlite_error)?;
         if done.rows_affected() > 0 {
@@ -236,7 +239,7 @@ impl TaskStore for SqliteTaskStore {
         let row =
             sqlx::query("SELECT fingerprint, task_id FROM idempotency_keys WHERE key_hash = $1")
                 .bind(key_hash)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.pools.writes)
                 .await
                 .map_err(sqlite_error)?;
         Ok(IdempotencyClaim::Existing {
@@ -247,7 +250,7 @@ impl TaskStore for SqliteTaskStore {
 
     async fn ping(&self) -> Result<(), TaskStoreError> {
         sqlx::query("SELECT 1")
-            .execute(&self.pool)
+            .execute(&self.pools.reads)
             .await
             .map_err(sqlite_error)?;
         Ok(())
