@@ -65,7 +65,24 @@ impl CanvasConfig {
 
         let database_url = match env.lookup(&["DATABASE_URL"]) {
             Some((_, url)) => url.to_owned(),
-            None => format!("sqlite://{}", data_dir.join("canvas.db").display()),
+            // A deployment (S3 or Supabase configured) must not quietly keep
+            // its metadata in a file inside the container.
+            None => match env.lookup(&[
+                "S3_BUCKET",
+                "S3_BUCKET_NAME",
+                "AWS_S3_BUCKET",
+                "SUPABASE_URL",
+            ]) {
+                Some((set, _)) => {
+                    return Err(ConfigError::new(
+                        "DATABASE_URL",
+                        format!(
+                            "{set} is set, so this is a deployment: set DATABASE_URL to the Supabase Postgres connection string"
+                        ),
+                    ));
+                }
+                None => format!("sqlite://{}", data_dir.join("canvas.db").display()),
+            },
         };
         if !(database_url.starts_with("sqlite:")
             || database_url.starts_with("postgres://")
@@ -236,9 +253,15 @@ mod tests {
         }
         let err = CanvasConfig::from_env(&Env::from_pairs([
             ("S3_BUCKET", "b"),
+            ("DATABASE_URL", "postgres://db/x"),
             ("PRESIGN_EXPIRY_SECONDS", "0"),
         ]))
         .unwrap_err();
         assert_eq!(err.variable, "PRESIGN_EXPIRY_SECONDS");
+        // Production storage without a database URL is refused, not SQLite.
+        for set in ["S3_BUCKET", "SUPABASE_URL"] {
+            let err = CanvasConfig::from_env(&Env::from_pairs([(set, "x")])).unwrap_err();
+            assert_eq!(err.variable, "DATABASE_URL", "{set}");
+        }
     }
 }

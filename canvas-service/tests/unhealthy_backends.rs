@@ -55,7 +55,12 @@ async fn database_down_is_503_not_a_hang() {
 #[tokio::test]
 async fn object_store_down_is_503_and_leaves_no_row() {
     let port = closed_port();
+    let db = tempfile::tempdir().unwrap();
     let app = TestApp::embedded()
+        .env(
+            "DATABASE_URL",
+            &format!("sqlite://{}/canvas.db", db.path().display()),
+        )
         .env("S3_BUCKET", "media")
         .env("AWS_ENDPOINT_URL", &format!("http://127.0.0.1:{port}"))
         .env("AWS_ACCESS_KEY", "testing")

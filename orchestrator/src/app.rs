@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{OrchestratorConfig, QueueSettings, TaskStoreSettings},
+    jobs::watch::JobWatcher,
     jobs::{QueueName, kinds::gpu_job_types},
     queue::{EmbeddedQueue, JobQueue, SqsQueue},
     tasks::{DynamoTaskStore, SqliteTaskStore, TaskStore},
@@ -27,6 +28,8 @@ pub struct App {
     pub sweep_interval: Duration,
     /// Cancelled on shutdown; stops every background loop.
     pub shutdown: CancellationToken,
+    /// The shared reader behind every job event stream.
+    pub watcher: JobWatcher,
     /// Which backends are in use, for the logs and `GET /`.
     pub backends: Backends,
 }
@@ -48,10 +51,16 @@ pub enum StartupError {
     Io(#[from] std::io::Error),
 }
 
-impl App {
-    pub async fn from_config(config: &OrchestratorConfig) -> Result<Self, StartupError> {
-        // The metrics recorder must exist before anything counts.
-        crate::telemetry::metrics_handle();
+/// The task store and the two queues: what both the API and a worker need.
+#[derive(Clone)]
+pub struct Stores {
+    pub tasks: Arc<dyn TaskStore>,
+    pub gpu_queue: Arc<dyn JobQueue>,
+    pub cpu_queue: Arc<dyn JobQueue>,
+}
+
+impl Stores {
+    pub async fn open(config: &OrchestratorConfig) -> Result<Self, StartupError> {
         let needs_sqlite = matches!(config.task_store, TaskStoreSettings::Sqlite)
             || matches!(config.queues, QueueSettings::Embedded { .. });
         let sqlite = if needs_sqlite {
@@ -98,6 +107,30 @@ impl App {
                 ),
                 (QueueSettings::Embedded { .. }, None) => unreachable!("opened above when needed"),
             };
+        Ok(Self {
+            tasks,
+            gpu_queue,
+            cpu_queue,
+        })
+    }
+
+    pub fn queue(&self, name: QueueName) -> &Arc<dyn JobQueue> {
+        match name {
+            QueueName::Gpu => &self.gpu_queue,
+            QueueName::Cpu => &self.cpu_queue,
+        }
+    }
+}
+
+impl App {
+    pub async fn from_config(config: &OrchestratorConfig) -> Result<Self, StartupError> {
+        // The metrics recorder must exist before anything counts.
+        crate::telemetry::metrics_handle();
+        let Stores {
+            tasks,
+            gpu_queue,
+            cpu_queue,
+        } = Stores::open(config).await?;
         let gpu_host: Arc<dyn GpuHost> = match &config.gpu.instance_id {
             Some(id) => Arc::new(Ec2GpuHost::new(&config.aws, id).await),
             None => Arc::new(NoGpuHost),
@@ -126,11 +159,13 @@ impl App {
             idle_window: gpu_settings.idle_timeout,
         });
         let gpu = GpuController::spawn(gpu_host, work, gpu_settings, shutdown.clone());
+        let watcher = JobWatcher::spawn(tasks.clone(), config.events_interval, shutdown.clone());
         Ok(Self {
             tasks,
             gpu_queue,
             cpu_queue,
             gpu,
+            watcher,
             admin_token: config.admin_token.clone(),
             job_timeout: config.job_timeout,
             sweep_interval: config.sweep_interval,

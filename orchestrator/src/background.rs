@@ -75,6 +75,7 @@ pub async fn drain_dead_letters(app: &App) -> Result<usize, String> {
                                 message.receive_count
                             )),
                             attempts: Some(i64::from(message.receive_count)),
+                            details: vec![],
                             now: crate::unix_now(),
                         };
                         let outcome = app
@@ -87,7 +88,7 @@ pub async fn drain_dead_letters(app: &App) -> Result<usize, String> {
                             .await
                             .map_err(|e| e.to_string())?;
                         if outcome == Transition::Applied {
-                            telemetry::status_changed("running", "failed");
+                            telemetry::status_changed("active", "failed");
                             tracing::warn!(
                                 task_id,
                                 attempts = message.receive_count,
@@ -111,38 +112,47 @@ pub async fn drain_dead_letters(app: &App) -> Result<usize, String> {
     Ok(failed)
 }
 
-/// Marks `failed` ("timed out") the jobs left `processing` with no update
-/// for the job timeout. Returns how many.
+/// Marks `failed` ("timed out") the jobs left `processing` — or still
+/// `pending`, waiting for a worker — with no update for the job timeout.
+/// Returns how many.
 pub async fn reap_stale_jobs(app: &App) -> Result<usize, String> {
     let now = crate::unix_now();
     let timeout = i64::try_from(app.job_timeout.as_secs()).unwrap_or(i64::MAX);
     let before = now - timeout;
-    let stale = app
-        .tasks
-        .stale_processing(before, 100)
-        .await
-        .map_err(|e| e.to_string())?;
+    let minutes = timeout / 60;
     let mut reaped = 0;
-    for record in stale {
-        let change = StatusChange {
-            to: JobStatus::Failed,
-            error_message: Some(format!(
-                "timed out: no progress for {} minutes",
-                timeout / 60
-            )),
-            attempts: None,
-            now,
-        };
-        if app
+    for (status, reason) in [
+        (
+            JobStatus::Processing,
+            format!("timed out: no progress for {minutes} minutes"),
+        ),
+        (
+            JobStatus::Pending,
+            format!("timed out: not picked up by a worker within {minutes} minutes"),
+        ),
+    ] {
+        let stale = app
             .tasks
-            .fail_if_stale(&record.task_id, before, &change)
+            .stale(status, before, 100)
             .await
-            .map_err(|e| e.to_string())?
-            == Transition::Applied
-        {
-            telemetry::status_changed("processing", "failed");
-            tracing::warn!(task_id = record.task_id, "job timed out: marked failed");
-            reaped += 1;
+            .map_err(|e| e.to_string())?;
+        for record in stale {
+            let change = StatusChange::to(JobStatus::Failed, now).error(reason.clone());
+            if app
+                .tasks
+                .fail_if_stale(&record.task_id, status, before, &change)
+                .await
+                .map_err(|e| e.to_string())?
+                == Transition::Applied
+            {
+                telemetry::status_changed(status.as_str(), "failed");
+                tracing::warn!(
+                    task_id = record.task_id,
+                    from = status.as_str(),
+                    "job timed out: marked failed"
+                );
+                reaped += 1;
+            }
         }
     }
     Ok(reaped)

@@ -32,6 +32,9 @@ pub struct OrchestratorConfig {
     pub job_timeout: Duration,
     /// How often the dead-letter drain and the reaper run.
     pub sweep_interval: Duration,
+    /// How often the shared watcher re-reads the jobs that event streams
+    /// follow (`EVENTS_POLL_MILLIS`).
+    pub events_interval: Duration,
     pub aws: AwsSettings,
 }
 
@@ -129,6 +132,7 @@ impl OrchestratorConfig {
             admin_token: env.string(&["ADMIN_TOKEN"]),
             job_timeout: Duration::from_secs(60 * positive(env, "JOB_TIMEOUT_MINUTES", 60)?),
             sweep_interval: Duration::from_secs(positive(env, "SWEEP_INTERVAL_SECONDS", 30)?),
+            events_interval: Duration::from_millis(positive(env, "EVENTS_POLL_MILLIS", 1000)?),
             aws: AwsSettings::from_env(env)?,
         })
     }

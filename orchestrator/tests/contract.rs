@@ -392,6 +392,24 @@ async fn send_failure_marks_the_job_failed_and_answers_503(builder: TestAppBuild
         "{error:?}"
     );
     assert_eq!(app.job(task_id).await["status"], "failed");
+    let error = error.as_deref().unwrap_or_default();
+    assert!(
+        !error.contains("queue_messages") && !error.contains("NonExistentQueue"),
+        "no internal text: {error:?}"
+    );
+
+    // A refused submit frees its Idempotency-Key: the retry is a fresh
+    // attempt (503 again here), not a replay of a job that never ran.
+    let body = json!({"image_url": IMAGE, "steps": 8});
+    for _ in 0..2 {
+        app.post_with(
+            "/api/v1/camera-angle/jobs",
+            body.clone(),
+            &[("Idempotency-Key", "retry-me")],
+        )
+        .await
+        .assert_error(StatusCode::SERVICE_UNAVAILABLE);
+    }
 }
 
 async fn idempotency_key_returns_the_same_job(builder: TestAppBuilder) {
@@ -467,10 +485,8 @@ async fn dead_letters_fail_the_job_after_max_receives(builder: TestAppBuilder) {
         format!("gave up after {MAX_RECEIVES} attempts")
     );
     assert_eq!(job["attempts"], MAX_RECEIVES);
-    // Drained: a second sweep finds nothing, and the final status stays.
+    // Drained: a second sweep finds nothing.
     assert_eq!(background::drain_dead_letters(&app.app).await.unwrap(), 0);
-    adapter.update(&job_id, &[], orchestrator::unix_now()).await;
-    assert_eq!(app.job(&job_id).await["status"], "failed");
 }
 
 async fn reaper_fails_jobs_stuck_in_processing(builder: TestAppBuilder) {
@@ -496,7 +512,24 @@ async fn reaper_fails_jobs_stuck_in_processing(builder: TestAppBuilder) {
         .update(&done, &[("status", "completed")], now - 3 * 3600)
         .await;
 
-    assert_eq!(background::reap_stale_jobs(&app.app).await.unwrap(), 1);
+    // Never picked up (its message lost or dead-lettered before any worker
+    // wrote `processing`), and one that is simply young.
+    let forgotten = app
+        .submit("/api/v1/camera-angle/jobs", json!({"image_url": IMAGE}))
+        .await;
+    adapter.update(&forgotten, &[], now - 2 * 3600).await;
+    let waiting = app
+        .submit("/api/v1/camera-angle/jobs", json!({"image_url": IMAGE}))
+        .await;
+
+    assert_eq!(background::reap_stale_jobs(&app.app).await.unwrap(), 2);
+    let job = app.job(&forgotten).await;
+    assert_eq!(job["status"], "failed");
+    assert!(
+        job["error"].as_str().unwrap().contains("not picked up"),
+        "{job}"
+    );
+    assert_eq!(app.job(&waiting).await["status"], "pending");
     let job = app.job(&stuck).await;
     assert_eq!(job["status"], "failed");
     assert!(

@@ -25,9 +25,9 @@ impl PostgresCanvasStore {
     /// reachable.
     pub async fn connect(settings: &DatabaseSettings) -> Result<Self, sqlx::Error> {
         let mut options = PgConnectOptions::from_str(&settings.url)?
-            .application_name("canvas-service")
-            // A runaway query must not hold a pooled connection forever.
-            .options([("statement_timeout", "15s")]);
+            // No startup `options` (such as statement_timeout): poolers
+            // in front of Supabase may refuse unknown startup parameters.
+            .application_name("canvas-service");
         if !settings.statement_cache {
             options = options.statement_cache_capacity(0);
         }

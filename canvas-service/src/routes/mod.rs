@@ -26,6 +26,9 @@ type AppState = Arc<App>;
 /// JSON bodies are small; uploads have their own limit.
 const JSON_BODY_LIMIT: usize = 64 * 1024;
 
+/// Room for an upload's form fields and part headers beside the file.
+const FORM_OVERHEAD: usize = 256 * 1024;
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -36,7 +39,8 @@ const JSON_BODY_LIMIT: usize = 64 * 1024;
 )]
 struct ApiDoc;
 
-fn api() -> OpenApiRouter<AppState> {
+/// `upload_limit` bounds a whole upload request (file plus form overhead).
+fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::root))
         .routes(routes!(health::health))
@@ -47,23 +51,27 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(update_position::update_position))
         .routes(routes!(delete_image::delete_image))
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
-        // The upload enforces MAX_UPLOAD_BYTES itself, while streaming.
+        // The upload checks MAX_UPLOAD_BYTES on the file itself, while
+        // streaming; this bounds the request as a whole.
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(upload::upload))
-                .layer(DefaultBodyLimit::disable()),
+                .layer(DefaultBodyLimit::max(upload_limit)),
         )
 }
 
 /// The OpenAPI document of every endpoint, as served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+    api(0).split_for_parts().1
 }
 
 /// The complete service: API routes, `/openapi.json`, the object files (when
 /// stored locally) and the shared middleware.
 pub fn router(app: AppState, http: &HttpSettings) -> Router {
-    let (api_routes, doc) = api().split_for_parts();
+    let upload_limit = usize::try_from(app.max_upload_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(FORM_OVERHEAD);
+    let (api_routes, doc) = api(upload_limit).split_for_parts();
     let doc = Arc::new(doc);
     let routes = api_routes
         .route(

@@ -49,6 +49,9 @@ pub async fn upload(
     let mut file: Option<SpooledFile> = None;
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         match field.name() {
+            Some("session_id") if session_id.is_some() => {
+                return Err(ApiError::invalid_field("session_id", "send it once"));
+            }
             Some("session_id") => {
                 let id = parse_session_id(&small_text(field, "session_id", 128).await?)?;
                 // Checked before the file when the form sends it first, so

@@ -4,6 +4,7 @@
 pub mod kinds;
 pub mod status;
 pub mod submit;
+pub mod watch;
 
 pub use kinds::{JobKind, JobRequest, QueueName};
 pub use status::JobStatus;

@@ -8,6 +8,9 @@ pub enum JobStatus {
     Processing,
     Completed,
     Failed,
+    /// Stopped at a client's request; final. Reads as `failed` on the old
+    /// polling endpoint, whose frontend stops only on completed/failed.
+    Cancelled,
 }
 
 impl JobStatus {
@@ -17,6 +20,7 @@ impl JobStatus {
             Self::Processing => "processing",
             Self::Completed => "completed",
             Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
         }
     }
 
@@ -26,13 +30,14 @@ impl JobStatus {
             "processing" => Some(Self::Processing),
             "completed" => Some(Self::Completed),
             "failed" => Some(Self::Failed),
+            "cancelled" | "canceled" => Some(Self::Cancelled),
             _ => None,
         }
     }
 
     /// A final status is never overwritten.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed)
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
     }
 }
 

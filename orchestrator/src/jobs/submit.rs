@@ -93,15 +93,15 @@ pub async fn submit(
     let task_id = uuid::Uuid::new_v4().to_string();
     let now = crate::unix_now();
 
-    if let Some(key) = idempotency_key {
-        let key_hash = hex::encode(Sha256::digest(key.as_bytes()));
+    let key_hash = idempotency_key.map(|key| hex::encode(Sha256::digest(key.as_bytes())));
+    if let Some(key_hash) = &key_hash {
         let fingerprint = hex::encode(Sha256::digest(
             format!("{}\n{}", kind.route, request_body).as_bytes(),
         ));
         match app
             .tasks
             .claim_idempotency_key(
-                &key_hash,
+                key_hash,
                 &fingerprint,
                 &task_id,
                 now,
@@ -114,19 +114,22 @@ pub async fn submit(
                 task_id: existing,
                 fingerprint: seen,
             } if seen == fingerprint => {
-                return Ok(match app.tasks.get(&existing).await? {
+                return match app.tasks.get(&existing).await? {
                     Some(record) => {
                         let view = crate::routes::jobs::JobView::from(record);
-                        JobAccepted {
+                        Ok(JobAccepted {
                             job_id: existing,
                             status: view.status,
                             result_url: view.result_url,
                             error: view.error,
-                        }
+                        })
                     }
-                    // The first request is still between its two writes.
-                    None => pending(existing),
-                });
+                    // The first request holds the key but has not written its
+                    // record yet (or is failing and about to free the key).
+                    None => Err(ApiError::conflict(
+                        "A request with this Idempotency-Key is still being accepted; retry shortly",
+                    )),
+                };
             }
             IdempotencyClaim::Existing { .. } => {
                 return Err(ApiError::conflict(
@@ -136,27 +139,48 @@ pub async fn submit(
         }
     }
 
+    let accepted = accept(app, kind, &task_id, &request_body, now).await;
+    if accepted.is_err()
+        && let Some(key_hash) = &key_hash
+        && let Err(e) = app.tasks.release_idempotency_key(key_hash, &task_id).await
+    {
+        tracing::warn!(task_id, error = %e, "could not free the idempotency key of a refused job");
+    }
+    accepted?;
+    telemetry::job_submitted(kind.name);
+    if kind.queue == QueueName::Gpu {
+        app.gpu_work_arrived();
+    }
+    Ok(pending(task_id))
+}
+
+/// The two writes: the `pending` record, then the message.
+async fn accept(
+    app: &App,
+    kind: &'static JobKind,
+    task_id: &str,
+    request_body: &Value,
+    now: i64,
+) -> Result<(), ApiError> {
     app.tasks
         .create(&NewTask {
-            task_id: task_id.clone(),
+            task_id: task_id.to_owned(),
             job_type: kind.api_path.to_owned(),
             kind: kind.name.to_owned(),
             queue: kind.queue.as_str().to_owned(),
             now,
         })
         .await?;
-
-    let body = message_body(kind, &task_id, &request_body);
+    let body = message_body(kind, task_id, request_body);
     if let Err(send_error) = app.queue(kind.queue).send(&body).await {
-        let reason = format!("could not queue the job: {send_error}");
-        mark_failed_after_send_error(app, &task_id, &reason).await;
+        // The client sees the record's error: a fixed reason, the cause
+        // (which may name accounts and roles) only in the log.
+        tracing::error!(task_id, error = %send_error, "could not queue the job");
+        mark_failed_after_send_error(app, task_id, "could not queue the job; submit it again")
+            .await;
         return Err(ApiError::unavailable("job queue", send_error));
     }
-    telemetry::job_submitted(kind.name);
-    if kind.queue == QueueName::Gpu {
-        app.gpu_work_arrived();
-    }
-    Ok(pending(task_id))
+    Ok(())
 }
 
 fn pending(job_id: String) -> JobAccepted {
@@ -176,6 +200,7 @@ async fn mark_failed_after_send_error(app: &App, task_id: &str, reason: &str) {
             to: JobStatus::Failed,
             error_message: Some(reason.to_owned()),
             attempts: None,
+            details: vec![],
             now: crate::unix_now(),
         };
         match app

@@ -201,6 +201,17 @@ impl JobQueue for EmbeddedQueue {
         rows.iter().map(message).collect()
     }
 
+    async fn dead_letter(&self, message: &QueueMessage) -> Result<(), QueueError> {
+        sqlx::query("UPDATE queue_messages SET dead = 1, visible_at = $1, receipt = NULL WHERE receipt = $2 AND queue = $3")
+            .bind(now_ms())
+            .bind(&message.receipt)
+            .bind(self.name)
+            .execute(&self.pools.writes)
+            .await
+            .map_err(queue_error)?;
+        Ok(())
+    }
+
     async fn delete_dead(&self, receipt: &str) -> Result<(), QueueError> {
         sqlx::query("DELETE FROM queue_messages WHERE receipt = $1 AND queue = $2 AND dead = 1")
             .bind(receipt)

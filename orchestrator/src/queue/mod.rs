@@ -74,6 +74,10 @@ pub trait JobQueue: Send + Sync + 'static {
 
     async fn delete_dead(&self, receipt: &str) -> Result<(), QueueError>;
 
+    /// Sends a message that can never succeed (malformed) to the dead
+    /// letters at once, instead of letting it be retried.
+    async fn dead_letter(&self, message: &QueueMessage) -> Result<(), QueueError>;
+
     /// Readiness: the queue answers.
     async fn ping(&self) -> Result<(), QueueError> {
         self.depth().await.map(|_| ())

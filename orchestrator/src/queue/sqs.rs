@@ -30,11 +30,25 @@ impl SqsQueue {
             dlq_url: dlq_url.map(str::to_owned),
             max_receive_count: None,
         };
-        queue.max_receive_count = queue.redrive_max_receive_count().await;
+        if let Some((max_receive_count, dlq_arn)) = queue.redrive_policy().await {
+            queue.max_receive_count = max_receive_count;
+            // Without GPU_DLQ_URL / CPU_DLQ_URL, the redrive policy says
+            // where failed messages go.
+            if queue.dlq_url.is_none() {
+                queue.dlq_url = match dlq_arn {
+                    Some(arn) => queue.url_of_arn(&arn).await,
+                    None => None,
+                };
+            }
+        }
+        if queue.dlq_url.is_none() {
+            tracing::warn!(queue = %queue.url, "no dead-letter queue known: jobs whose messages give up are only caught by the reaper");
+        }
         queue
     }
 
-    async fn redrive_max_receive_count(&self) -> Option<u32> {
+    /// The redrive policy: `maxReceiveCount` and the DLQ's ARN.
+    async fn redrive_policy(&self) -> Option<(Option<u32>, Option<String>)> {
         let attributes = self
             .client
             .get_queue_attributes()
@@ -48,11 +62,29 @@ impl SqsQueue {
             .get(&QueueAttributeName::RedrivePolicy)?
             .clone();
         let policy: serde_json::Value = serde_json::from_str(&policy).ok()?;
-        match &policy["maxReceiveCount"] {
+        let max = match &policy["maxReceiveCount"] {
             serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
             serde_json::Value::String(s) => s.parse().ok(),
             _ => None,
-        }
+        };
+        let arn = policy["deadLetterTargetArn"].as_str().map(str::to_owned);
+        Some((max, arn))
+    }
+
+    /// `arn:aws:sqs:<region>:<account>:<name>` → its queue URL.
+    async fn url_of_arn(&self, arn: &str) -> Option<String> {
+        let mut parts = arn.rsplitn(3, ':');
+        let name = parts.next()?;
+        let account = parts.next()?;
+        self.client
+            .get_queue_url()
+            .queue_name(name)
+            .queue_owner_aws_account_id(account)
+            .send()
+            .await
+            .ok()?
+            .queue_url()
+            .map(str::to_owned)
     }
 
     async fn receive_from(
@@ -67,7 +99,9 @@ impl SqsQueue {
             .receive_message()
             .queue_url(url)
             .max_number_of_messages(i32::try_from(max.clamp(1, 10)).unwrap_or(10))
-            .wait_time_seconds(i32::try_from(wait.as_secs().min(20)).unwrap_or(20))
+            // Below the SDK's 20 s read timeout, so an empty long poll
+            // is not mistaken for a dead connection.
+            .wait_time_seconds(i32::try_from(wait.as_secs().min(10)).unwrap_or(10))
             .visibility_timeout(seconds(visibility))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .send()
@@ -217,6 +251,28 @@ impl JobQueue for SqsQueue {
                     }
                 }
                 Ok(messages)
+            }
+        }
+    }
+
+    async fn dead_letter(&self, message: &QueueMessage) -> Result<(), QueueError> {
+        match &self.dlq_url {
+            Some(dlq) => {
+                self.client
+                    .send_message()
+                    .queue_url(dlq)
+                    .message_body(&message.body)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                self.delete(&message.receipt).await
+            }
+            // No DLQ known to this process: hide it for SQS's maximum so it
+            // is not retried in a loop; the queue's redrive policy moves it
+            // once its receives are used up.
+            None => {
+                self.set_visibility(&message.receipt, Duration::from_secs(43_200))
+                    .await
             }
         }
     }

@@ -9,14 +9,19 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use crate::{jobs::kinds::KINDS, tasks::TaskRecord};
+use crate::{
+    jobs::{JobStatus, kinds::KINDS},
+    tasks::{StatusChange, TaskRecord, Transition},
+};
 
 /// A job as the frontend reads it. The first four fields are the old
 /// contract; the rest are additions.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct JobView {
     pub job_id: String,
-    /// `pending`, `processing`, `completed`, `failed` (or `unknown`).
+    /// `pending`, `processing`, `completed`, `failed` (or `unknown`). A
+    /// cancelled job reads `failed` here, with `cancelled: true`: the old
+    /// frontend stops polling only on `completed` or `failed`.
     pub status: String,
     /// The record's `result_url`, else its `result_s3_uri`.
     pub result_url: Option<String>,
@@ -27,8 +32,28 @@ pub struct JobView {
     pub updated_at: Option<i64>,
     pub kind: Option<String>,
     pub queue: Option<String>,
-    /// Deliveries, when known (set when a job gives up).
+    /// Deliveries, when known.
     pub attempts: Option<i64>,
+    /// Present (true) only for a cancelled job.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
+}
+
+impl JobView {
+    /// The status as stored, `cancelled` included (for new clients: the
+    /// event stream).
+    pub fn stored_status(&self) -> &str {
+        if self.cancelled {
+            "cancelled"
+        } else {
+            &self.status
+        }
+    }
+
+    /// Whether the job can change no more.
+    pub fn is_final(&self) -> bool {
+        JobStatus::parse(self.stored_status()).is_some_and(JobStatus::is_final)
+    }
 }
 
 impl From<TaskRecord> for JobView {
@@ -39,10 +64,21 @@ impl From<TaskRecord> for JobView {
             .job_type
             .as_deref()
             .and_then(|job_type| KINDS.iter().find(|k| k.api_path == job_type));
+        let cancelled = record.status.as_deref() == Some(JobStatus::Cancelled.as_str());
+        let error = record.error.or(record.error_message);
         Self {
-            status: record.status.unwrap_or_else(|| "unknown".to_owned()),
+            status: if cancelled {
+                JobStatus::Failed.as_str().to_owned()
+            } else {
+                record.status.unwrap_or_else(|| "unknown".to_owned())
+            },
             result_url: record.result_url.or(record.result_s3_uri),
-            error: record.error.or(record.error_message),
+            error: if cancelled {
+                error.or_else(|| Some("cancelled".to_owned()))
+            } else {
+                error
+            },
+            cancelled,
             created_at: record.created_at,
             updated_at: record.updated_at,
             kind: record.kind.or_else(|| known.map(|k| k.name.to_owned())),
@@ -75,4 +111,59 @@ pub async fn get_job(
         Some(record) => Ok(Json(JobView::from(record))),
         None => Err(ApiError::not_found("Job not found")),
     }
+}
+
+/// Cancels a job that is not final yet: it becomes `cancelled` (read as
+/// `failed` with `cancelled: true` by `GET /api/v1/jobs/{id}`). A worker
+/// that receives it skips it; a running one stops at its next heartbeat.
+#[utoipa::path(post, path = "/api/v1/jobs/{job_id}/cancel", tag = "jobs",
+    params(("job_id" = String, Path, description = "The id a submit returned")),
+    responses(
+        (status = 200, body = JobView),
+        (status = 404, description = "Job not found", body = common::error::ErrorBody),
+        (status = 409, description = "The job is already final", body = common::error::ErrorBody),
+    ))]
+pub async fn cancel_job(
+    State(app): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    if job_id.len() > 64 || job_id.starts_with("idempotency#") {
+        return Err(ApiError::not_found("Job not found"));
+    }
+    let change =
+        StatusChange::to(JobStatus::Cancelled, crate::unix_now()).error("cancelled by request");
+    match app
+        .tasks
+        .transition(
+            &job_id,
+            &[JobStatus::Pending, JobStatus::Processing],
+            &change,
+        )
+        .await?
+    {
+        Transition::Applied => {
+            crate::telemetry::status_changed("active", "cancelled");
+        }
+        Transition::Refused { current: None } => {
+            // Either no such job, or a record without status (written by an
+            // adapter alone): neither can be cancelled.
+            return match app.tasks.get(&job_id).await? {
+                None => Err(ApiError::not_found("Job not found")),
+                Some(_) => Err(ApiError::conflict(
+                    "Job has no status that can be cancelled",
+                )),
+            };
+        }
+        Transition::Refused {
+            current: Some(status),
+        } => {
+            return Err(ApiError::conflict(format!("Job is already {status}")));
+        }
+    }
+    let record = app
+        .tasks
+        .get(&job_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("Job not found"))?;
+    Ok(Json(JobView::from(record)))
 }

@@ -1,6 +1,7 @@
 //! The HTTP surface: the router and the OpenAPI document, built from the
 //! same route list.
 
+mod events;
 mod gpu;
 mod health;
 pub mod jobs;
@@ -36,6 +37,8 @@ fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::jobs::kinds::routes())
         .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(events::job_events))
         .routes(routes!(health::root))
         .routes(routes!(health::health))
         .routes(routes!(health::health_v1))
@@ -75,7 +78,12 @@ pub fn router(app: AppState, http: &HttpSettings) -> Router {
 /// label set).
 async fn record_latency(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    // Only the standard methods as labels: a client must not be able to
+    // mint new series.
+    let method = match request.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m.to_owned(),
+        _ => "other".to_owned(),
+    };
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -160,6 +160,8 @@ fn record(item: &Item) -> TaskRecord {
         error: string(item, "error"),
         error_message: string(item, "error_message"),
         attempts: number(item, "attempts"),
+        comfy_job_id: string(item, "comfy_job_id"),
+        api_job_id: string(item, "api_job_id"),
     }
 }
 
@@ -233,6 +235,43 @@ impl TaskStore for DynamoTaskStore {
         Ok(output.item().map(record))
     }
 
+    async fn get_many(&self, task_ids: &[String]) -> Result<Vec<TaskRecord>, TaskStoreError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut records = Vec::with_capacity(task_ids.len());
+        // BatchGetItem takes 100 keys; what it leaves unprocessed (throttling)
+        // is asked again, a bounded number of times.
+        for chunk in task_ids.chunks(100) {
+            let mut keys: Vec<Item> = chunk
+                .iter()
+                .map(|id| HashMap::from([("task_id".to_owned(), s(id))]))
+                .collect();
+            for _ in 0..5 {
+                if keys.is_empty() {
+                    break;
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| TaskStoreError::Other(e.to_string()))?;
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                if let Some(items) = output.responses().and_then(|r| r.get(&self.table)) {
+                    records.extend(items.iter().map(record));
+                }
+                if let Some(left) = output.unprocessed_keys().and_then(|u| u.get(&self.table)) {
+                    keys = left.keys().to_vec();
+                }
+            }
+        }
+        Ok(records)
+    }
+
     async fn transition(
         &self,
         task_id: &str,
@@ -253,6 +292,10 @@ impl TaskStore for DynamoTaskStore {
         if change.attempts.is_some() {
             set.push("attempts = :attempts");
         }
+        let detail_sets: Vec<String> = (0..change.details.len())
+            .map(|i| format!("#d{i} = :d{i}"))
+            .collect();
+        set.extend(detail_sets.iter().map(String::as_str));
         let mut update = self
             .client
             .update_item()
@@ -273,6 +316,11 @@ impl TaskStore for DynamoTaskStore {
         if let Some(attempts) = change.attempts {
             update = update.expression_attribute_values(":attempts", n(attempts));
         }
+        for (i, (detail, value)) in change.details.iter().enumerate() {
+            update = update
+                .expression_attribute_names(format!("#d{i}"), detail.attribute())
+                .expression_attribute_values(format!(":d{i}"), s(value));
+        }
         match update.send().await {
             Ok(_) => Ok(Transition::Applied),
             Err(e) => refused(e),
@@ -282,6 +330,7 @@ impl TaskStore for DynamoTaskStore {
     async fn fail_if_stale(
         &self,
         task_id: &str,
+        status: JobStatus,
         before: i64,
         change: &StatusChange,
     ) -> Result<Transition, TaskStoreError> {
@@ -291,7 +340,7 @@ impl TaskStore for DynamoTaskStore {
             .table_name(&self.table)
             .key("task_id", s(task_id))
             .update_expression("SET #status = :to, updated_at = :now, error_message = :error")
-            .condition_expression("#status = :processing AND updated_at < :before")
+            .condition_expression("#status = :stale AND updated_at < :before")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":to", s(change.to.as_str()))
             .expression_attribute_values(":now", n(change.now))
@@ -299,7 +348,7 @@ impl TaskStore for DynamoTaskStore {
                 ":error",
                 s(change.error_message.as_deref().unwrap_or("timed out")),
             )
-            .expression_attribute_values(":processing", s(JobStatus::Processing.as_str()))
+            .expression_attribute_values(":stale", s(status.as_str()))
             .expression_attribute_values(":before", n(before))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -310,8 +359,9 @@ impl TaskStore for DynamoTaskStore {
         }
     }
 
-    async fn stale_processing(
+    async fn stale(
         &self,
+        status: JobStatus,
         before: i64,
         limit: usize,
     ) -> Result<Vec<TaskRecord>, TaskStoreError> {
@@ -323,10 +373,10 @@ impl TaskStore for DynamoTaskStore {
                 .query()
                 .table_name(&self.table)
                 .index_name(STATUS_INDEX)
-                .key_condition_expression("#s = :processing")
+                .key_condition_expression("#s = :status")
                 .filter_expression("updated_at < :before")
                 .expression_attribute_names("#s", "status")
-                .expression_attribute_values(":processing", s(JobStatus::Processing.as_str()))
+                .expression_attribute_values(":status", s(status.as_str()))
                 .expression_attribute_values(":before", n(before))
                 .set_exclusive_start_key(start.take())
                 .send()
@@ -399,6 +449,30 @@ impl TaskStore for DynamoTaskStore {
                     task_id: string(&old, "job_id").unwrap_or_default(),
                     fingerprint: string(&old, "fingerprint").unwrap_or_default(),
                 })
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn release_idempotency_key(
+        &self,
+        key_hash: &str,
+        task_id: &str,
+    ) -> Result<(), TaskStoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("task_id", s(&format!("idempotency#{key_hash}")))
+            .condition_expression("job_id = :job")
+            .expression_attribute_values(":job", s(task_id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Already taken over by another job: nothing of ours to free.
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Ok(())
             }
             Err(e) => Err(classify(e)),
         }

@@ -33,6 +33,10 @@ pub struct TaskRecord {
     pub error: Option<String>,
     pub error_message: Option<String>,
     pub attempts: Option<i64>,
+    /// The backend's own job id, as the GPU adapter records it.
+    pub comfy_job_id: Option<String>,
+    /// The backend's own job id, as the CPU adapter records it.
+    pub api_job_id: Option<String>,
 }
 
 /// A new `pending` job.
@@ -51,7 +55,56 @@ pub struct StatusChange {
     pub to: JobStatus,
     pub error_message: Option<String>,
     pub attempts: Option<i64>,
+    /// Attributes the worker writes beside the status, as the old adapters did.
+    pub details: Vec<(Detail, String)>,
     pub now: i64,
+}
+
+impl StatusChange {
+    pub fn to(to: JobStatus, now: i64) -> Self {
+        Self {
+            to,
+            error_message: None,
+            attempts: None,
+            details: vec![],
+            now,
+        }
+    }
+
+    pub fn error(mut self, message: impl Into<String>) -> Self {
+        self.error_message = Some(message.into());
+        self
+    }
+
+    pub fn detail(mut self, detail: Detail, value: impl Into<String>) -> Self {
+        self.details.push((detail, value.into()));
+        self
+    }
+}
+
+/// The attributes a status change may set besides the status; a closed set,
+/// so their names can go into SQL and update expressions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// The GPU backend's job id (old GPU adapter's name).
+    ComfyJobId,
+    /// The CPU backend's job id (old CPU adapter's name).
+    ApiJobId,
+    /// A CPU job's result.
+    ResultUrl,
+    /// A GPU job's result (an https CDN URL despite the name).
+    ResultS3Uri,
+}
+
+impl Detail {
+    pub fn attribute(self) -> &'static str {
+        match self {
+            Self::ComfyJobId => "comfy_job_id",
+            Self::ApiJobId => "api_job_id",
+            Self::ResultUrl => "result_url",
+            Self::ResultS3Uri => "result_s3_uri",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -102,6 +155,10 @@ pub trait TaskStore: Send + Sync + 'static {
     /// A strongly consistent read.
     async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, TaskStoreError>;
 
+    /// Several records in as few round trips as the store allows (status
+    /// push watches many jobs at once). Unknown ids are left out.
+    async fn get_many(&self, task_ids: &[String]) -> Result<Vec<TaskRecord>, TaskStoreError>;
+
     /// Changes the status only if it is currently one of `from`.
     async fn transition(
         &self,
@@ -110,19 +167,21 @@ pub trait TaskStore: Send + Sync + 'static {
         change: &StatusChange,
     ) -> Result<Transition, TaskStoreError>;
 
-    /// Changes the status only if the job is still `processing` with no
+    /// Changes the status only if the job is still in `status` with no
     /// update since `before` (Unix s), so an adapter's update racing the
     /// reaper wins.
     async fn fail_if_stale(
         &self,
         task_id: &str,
+        status: JobStatus,
         before: i64,
         change: &StatusChange,
     ) -> Result<Transition, TaskStoreError>;
 
-    /// `processing` jobs whose last update is older than `before` (Unix s).
-    async fn stale_processing(
+    /// Jobs in `status` whose last update is older than `before` (Unix s).
+    async fn stale(
         &self,
+        status: JobStatus,
         before: i64,
         limit: usize,
     ) -> Result<Vec<TaskRecord>, TaskStoreError>;
@@ -145,6 +204,14 @@ pub trait TaskStore: Send + Sync + 'static {
         now: i64,
         ttl_seconds: i64,
     ) -> Result<IdempotencyClaim, TaskStoreError>;
+
+    /// Frees a key claimed for `task_id` when that job could not be
+    /// accepted, so a retry with the same key is a fresh submit.
+    async fn release_idempotency_key(
+        &self,
+        key_hash: &str,
+        task_id: &str,
+    ) -> Result<(), TaskStoreError>;
 
     /// Readiness: one round trip.
     async fn ping(&self) -> Result<(), TaskStoreError>;

@@ -28,7 +28,7 @@ pub(crate) fn sqlite_error(err: sqlx::Error) -> TaskStoreError {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             TaskStoreError::Unavailable(err.to_string())
         }
-        sqlx::Error::Database(ref db) if db.code().as_deref() == Some("5") => {
+        sqlx::Error::Database(ref db) if is_busy(db.code().as_deref()) => {
             TaskStoreError::Unavailable(err.to_string())
         }
         other => TaskStoreError::Other(other.to_string()),
@@ -36,7 +36,7 @@ pub(crate) fn sqlite_error(err: sqlx::Error) -> TaskStoreError {
 }
 
 const COLUMNS: &str = "task_id, status, job_type, kind, queue, created_at, updated_at, result_url, \
-     result_s3_uri, error, error_message, attempts";
+     result_s3_uri, error, error_message, attempts, comfy_job_id, api_job_id";
 
 fn record(row: &SqliteRow) -> Result<TaskRecord, sqlx::Error> {
     Ok(TaskRecord {
@@ -54,6 +54,8 @@ fn record(row: &SqliteRow) -> Result<TaskRecord, sqlx::Error> {
         error: row.try_get("error")?,
         error_message: row.try_get("error_message")?,
         attempts: row.try_get("attempts")?,
+        comfy_job_id: row.try_get("comfy_job_id")?,
+        api_job_id: row.try_get("api_job_id")?,
     })
 }
 
@@ -89,6 +91,30 @@ impl TaskStore for SqliteTaskStore {
         row.as_ref().map(record).transpose().map_err(sqlite_error)
     }
 
+    async fn get_many(&self, task_ids: &[String]) -> Result<Vec<TaskRecord>, TaskStoreError> {
+        let mut records = Vec::with_capacity(task_ids.len());
+        // SQLite binds at most 32766 parameters; stay well below.
+        for chunk in task_ids.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT {COLUMNS} FROM tasks WHERE task_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            let rows = query
+                .fetch_all(&self.pools.reads)
+                .await
+                .map_err(sqlite_error)?;
+            for row in &rows {
+                records.push(record(row).map_err(sqlite_error)?);
+            }
+        }
+        Ok(records)
+    }
+
     async fn transition(
         &self,
         task_id: &str,
@@ -103,9 +129,18 @@ impl TaskStore for SqliteTaskStore {
             .map(|s| s.as_str())
             .collect();
         let placeholders: Vec<String> = (0..allowed.len()).map(|i| format!("${}", i + 5)).collect();
+        // Detail columns come from a closed enum, never from input.
+        let details: String = change
+            .details
+            .iter()
+            .enumerate()
+            .map(|(i, (detail, _))| {
+                format!(", {} = ${}", detail.attribute(), allowed.len() + 6 + i)
+            })
+            .collect();
         let sql = format!(
             "UPDATE tasks SET status = $1, updated_at = $2,
-                 error_message = COALESCE($3, error_message), attempts = COALESCE($4, attempts)
+                 error_message = COALESCE($3, error_message), attempts = COALESCE($4, attempts){details}
              WHERE task_id = ${} AND status IN ({})",
             allowed.len() + 5,
             if placeholders.is_empty() {
@@ -122,8 +157,11 @@ impl TaskStore for SqliteTaskStore {
         for status in &allowed {
             query = query.bind(*status);
         }
+        query = query.bind(task_id);
+        for (_, value) in &change.details {
+            query = query.bind(value);
+        }
         let done = query
-            .bind(task_id)
             .execute(&self.pools.writes)
             .await
             .map_err(sqlite_error)?;
@@ -139,17 +177,19 @@ impl TaskStore for SqliteTaskStore {
     async fn fail_if_stale(
         &self,
         task_id: &str,
+        status: JobStatus,
         before: i64,
         change: &StatusChange,
     ) -> Result<Transition, TaskStoreError> {
         let done = sqlx::query(
             "UPDATE tasks SET status = $1, updated_at = $2, error_message = $3
-             WHERE task_id = $4 AND status = 'processing' AND COALESCE(updated_at, created_at, 0) < $5",
+             WHERE task_id = $4 AND status = $5 AND COALESCE(updated_at, created_at, 0) < $6",
         )
         .bind(change.to.as_str())
         .bind(change.now)
         .bind(&change.error_message)
         .bind(task_id)
+        .bind(status.as_str())
         .bind(before)
         .execute(&self.pools.writes)
         .await
@@ -163,15 +203,17 @@ impl TaskStore for SqliteTaskStore {
         }
     }
 
-    async fn stale_processing(
+    async fn stale(
         &self,
+        status: JobStatus,
         before: i64,
         limit: usize,
     ) -> Result<Vec<TaskRecord>, TaskStoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM tasks WHERE status = 'processing' AND COALESCE(updated_at, created_at, 0) < $1
-             ORDER BY updated_at LIMIT $2"
+            "SELECT {COLUMNS} FROM tasks WHERE status = $1 AND COALESCE(updated_at, created_at, 0) < $2
+             ORDER BY updated_at LIMIT $3"
         )))
+        .bind(status.as_str())
         .bind(before)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pools.reads)
@@ -248,6 +290,20 @@ impl TaskStore for SqliteTaskStore {
         })
     }
 
+    async fn release_idempotency_key(
+        &self,
+        key_hash: &str,
+        task_id: &str,
+    ) -> Result<(), TaskStoreError> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE key_hash = $1 AND task_id = $2")
+            .bind(key_hash)
+            .bind(task_id)
+            .execute(&self.pools.writes)
+            .await
+            .map_err(sqlite_error)?;
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), TaskStoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.pools.reads)
@@ -255,4 +311,11 @@ impl TaskStore for SqliteTaskStore {
             .map_err(sqlite_error)?;
         Ok(())
     }
+}
+
+/// SQLITE_BUSY (5) or SQLITE_LOCKED (6), in any extended form (261, 517…):
+/// contention, worth a 503 and a retry rather than a 500.
+fn is_busy(code: Option<&str>) -> bool {
+    code.and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }

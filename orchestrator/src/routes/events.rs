@@ -1,0 +1,64 @@
+//! `GET /api/v1/jobs/{job_id}/events`: the job's status as Server-Sent
+//! Events — the current state at once, then each change, closing after a
+//! final state, with keep-alive comments in between. Each event is
+//! `event: status` with the job as JSON, whose `status` here is the stored
+//! one (`cancelled` included).
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    extract::{Path, State},
+    response::sse::{Event, KeepAlive, Sse},
+};
+use common::ApiError;
+use futures_util::{Stream, stream};
+use tokio::sync::watch;
+
+use super::{AppState, jobs::JobView};
+
+fn event(view: &JobView) -> Event {
+    let mut json = serde_json::to_value(view).unwrap_or_default();
+    json["status"] = serde_json::Value::String(view.stored_status().to_owned());
+    Event::default().event("status").data(json.to_string())
+}
+
+/// Streams the job's status until it is final.
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}/events", tag = "jobs",
+    params(("job_id" = String, Path, description = "The id a submit returned")),
+    responses(
+        (status = 200, description = "text/event-stream of `status` events, each the job as JSON", content_type = "text/event-stream"),
+        (status = 404, description = "Job not found", body = common::error::ErrorBody),
+    ))]
+pub async fn job_events(
+    State(app): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    if job_id.len() > 64 || job_id.starts_with("idempotency#") {
+        return Err(ApiError::not_found("Job not found"));
+    }
+    let current = app
+        .tasks
+        .get(&job_id)
+        .await?
+        .map(JobView::from)
+        .ok_or_else(|| ApiError::not_found("Job not found"))?;
+    let first = event(&current);
+    let updates = if current.is_final() {
+        None
+    } else {
+        Some(app.watcher.subscribe(current))
+    };
+    let rest = stream::unfold(
+        updates,
+        |updates: Option<watch::Receiver<JobView>>| async move {
+            let mut receiver = updates?;
+            // Closed sender: the watcher saw a final state and let go.
+            receiver.changed().await.ok()?;
+            let view = receiver.borrow_and_update().clone();
+            let next = (!view.is_final()).then_some(receiver);
+            Some((Ok(event(&view)), next))
+        },
+    );
+    let stream = futures_util::StreamExt::chain(stream::once(async move { Ok(first) }), rest);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
