@@ -28,6 +28,8 @@ pub struct App {
     pub sweep_interval: Duration,
     /// Cancelled on shutdown; stops every background loop.
     pub shutdown: CancellationToken,
+    /// Workers this process runs itself (`GPU_BACKEND_URL`, `CPU_BACKEND_URL`).
+    pub local_workers: Vec<crate::worker::WorkerSettings>,
     /// The shared reader behind every job event stream.
     pub watcher: JobWatcher,
     /// Which backends are in use, for the logs and `GET /`.
@@ -166,6 +168,14 @@ impl App {
             cpu_queue,
             gpu,
             watcher,
+            local_workers: config
+                .local_workers
+                .iter()
+                .map(|(queue, url)| crate::worker::WorkerSettings {
+                    concurrency: config.worker_concurrency,
+                    ..crate::worker::WorkerSettings::new(*queue, url)
+                })
+                .collect(),
             admin_token: config.admin_token.clone(),
             job_timeout: config.job_timeout,
             sweep_interval: config.sweep_interval,
@@ -186,10 +196,22 @@ impl App {
         self.gpu.work_arrived();
     }
 
-    /// Starts the sweeping loops (dead letters, reaper, queue metrics).
-    /// They, and the GPU controller, stop when `self.shutdown` is cancelled.
-    pub fn spawn_background(self: &Arc<Self>) {
+    /// Starts the sweeping loops (dead letters, reaper, queue metrics) and
+    /// the in-process workers, if any. All stop when `self.shutdown` is
+    /// cancelled; the returned handles finish once the workers have drained.
+    pub fn spawn_background(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
         crate::background::spawn(self.clone());
+        self.local_workers
+            .iter()
+            .map(|settings| {
+                let worker = Arc::new(crate::worker::Worker::new(
+                    self.tasks.clone(),
+                    self.queue(settings.queue).clone(),
+                    settings.clone(),
+                ));
+                tokio::spawn(worker.run(self.shutdown.clone()))
+            })
+            .collect()
     }
 }
 

@@ -35,6 +35,11 @@ pub struct OrchestratorConfig {
     /// How often the shared watcher re-reads the jobs that event streams
     /// follow (`EVENTS_POLL_MILLIS`).
     pub events_interval: Duration,
+    /// `GPU_BACKEND_URL` / `CPU_BACKEND_URL`: inference APIs this process
+    /// drives itself (a complete system on a laptop), each with
+    /// `WORKER_CONCURRENCY` slots.
+    pub local_workers: Vec<(crate::jobs::QueueName, String)>,
+    pub worker_concurrency: usize,
     pub aws: AwsSettings,
 }
 
@@ -133,6 +138,15 @@ impl OrchestratorConfig {
             job_timeout: Duration::from_secs(60 * positive(env, "JOB_TIMEOUT_MINUTES", 60)?),
             sweep_interval: Duration::from_secs(positive(env, "SWEEP_INTERVAL_SECONDS", 30)?),
             events_interval: Duration::from_millis(positive(env, "EVENTS_POLL_MILLIS", 1000)?),
+            local_workers: [
+                (crate::jobs::QueueName::Gpu, "GPU_BACKEND_URL"),
+                (crate::jobs::QueueName::Cpu, "CPU_BACKEND_URL"),
+            ]
+            .into_iter()
+            .filter_map(|(queue, name)| env.string(&[name]).map(|url| (queue, url)))
+            .collect(),
+            worker_concurrency: usize::try_from(positive(env, "WORKER_CONCURRENCY", 1)?)
+                .unwrap_or(1),
             aws: AwsSettings::from_env(env)?,
         })
     }

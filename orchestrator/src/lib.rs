@@ -14,6 +14,7 @@ pub mod queue;
 pub mod routes;
 pub mod tasks;
 pub mod telemetry;
+pub mod worker;
 
 pub use app::App;
 pub use config::OrchestratorConfig;

@@ -1,16 +1,31 @@
-//! Starts the orchestrator. `orchestrator` or `orchestrator serve` serves the
-//! API; `orchestrator healthcheck` asks a running one for `/health` (exit
-//! 0/1), for container health checks without curl.
+//! The orchestrator binary:
+//! - `orchestrator` / `orchestrator serve`: the API (and, with
+//!   `GPU_BACKEND_URL`/`CPU_BACKEND_URL`, in-process workers);
+//! - `orchestrator worker --queue gpu|cpu|<queue url> …`: the worker adapter
+//!   on a GPU or CPU host;
+//! - `orchestrator healthcheck`: exit 0 when `GET /health` on `PORT`
+//!   answers 200 (container health checks without curl).
 
-use std::{process::ExitCode, sync::Arc};
+use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use common::config::{Env, load_dotenv};
-use orchestrator::{App, OrchestratorConfig, router};
+use orchestrator::{
+    App, OrchestratorConfig,
+    app::Stores,
+    jobs::QueueName,
+    queue::{JobQueue, SqsQueue},
+    router,
+    worker::{Worker, WorkerSettings},
+};
+use tokio_util::sync::CancellationToken;
+
+const WORKER_USAGE: &str = "usage: orchestrator worker --queue gpu|cpu|<SQS queue URL> [--backend-url http://localhost:8000] \
+[--concurrency 1] [--job-timeout 900] [--drain-seconds 60] [--visibility-seconds 120] [--kind gpu|cpu (with a queue URL)]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     load_dotenv();
-    let command = std::env::args().nth(1);
+    let args: Vec<String> = std::env::args().skip(1).collect();
     let config = match OrchestratorConfig::from_env(&Env::from_process()) {
         Ok(config) => config,
         Err(e) => {
@@ -18,11 +33,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match command.as_deref() {
+    match args.first().map(String::as_str) {
         None | Some("serve") => serve(config).await,
+        Some("worker") => match parse_worker_args(&args[1..]) {
+            Ok((settings, queue_url)) => worker(config, settings, queue_url).await,
+            Err(e) => {
+                eprintln!("orchestrator worker: {e}\n{WORKER_USAGE}");
+                ExitCode::from(2)
+            }
+        },
         Some("healthcheck") => healthcheck(config.http.port).await,
         Some(other) => {
-            eprintln!("orchestrator: unknown command {other:?} (use serve or healthcheck)");
+            eprintln!("orchestrator: unknown command {other:?} (serve, worker or healthcheck)");
             ExitCode::from(2)
         }
     }
@@ -37,7 +59,7 @@ async fn serve(config: OrchestratorConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    app.spawn_background();
+    let workers = app.spawn_background();
     let result = common::http::serve(
         router(app.clone(), &config.http),
         &config.http,
@@ -45,6 +67,9 @@ async fn serve(config: OrchestratorConfig) -> ExitCode {
     )
     .await;
     app.shutdown.cancel();
+    for worker in workers {
+        let _ = worker.await;
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -54,8 +79,88 @@ async fn serve(config: OrchestratorConfig) -> ExitCode {
     }
 }
 
-/// GET http://127.0.0.1:$PORT/health with a short timeout, over a plain TCP
-/// connection: the image carries no curl.
+/// `--queue` and the other flags; a queue URL (rather than gpu/cpu) is
+/// returned separately, and then `--kind` says which kind of host this is.
+fn parse_worker_args(args: &[String]) -> Result<(WorkerSettings, Option<String>), String> {
+    let mut queue = None;
+    let mut kind = None;
+    let mut settings = WorkerSettings::new(QueueName::Gpu, "http://localhost:8000");
+    let mut pairs = args.iter();
+    while let Some(flag) = pairs.next() {
+        let value = pairs
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value"))?;
+        let seconds = |v: &str| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("{flag}: {v:?} is not a positive number of seconds"))
+        };
+        match flag.as_str() {
+            "--queue" => queue = Some(value.clone()),
+            "--kind" => kind = Some(value.clone()),
+            "--backend-url" => settings.backend_url = value.clone(),
+            "--concurrency" => {
+                settings.concurrency =
+                    value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        format!("--concurrency: {value:?} is not a positive number")
+                    })?;
+            }
+            "--job-timeout" => settings.job_timeout = seconds(value)?,
+            "--drain-seconds" => settings.drain = seconds(value)?,
+            "--visibility-seconds" => settings.visibility = seconds(value)?,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    let queue = queue.ok_or("--queue is required")?;
+    let named = |name: &str| match name {
+        "gpu" => Ok(QueueName::Gpu),
+        "cpu" => Ok(QueueName::Cpu),
+        other => Err(format!("{other:?} is neither gpu nor cpu")),
+    };
+    if queue.starts_with("http://") || queue.starts_with("https://") {
+        settings.queue = named(kind.as_deref().unwrap_or("gpu"))?;
+        Ok((settings, Some(queue)))
+    } else {
+        settings.queue = named(&queue)?;
+        Ok((settings, None))
+    }
+}
+
+async fn worker(
+    config: OrchestratorConfig,
+    settings: WorkerSettings,
+    queue_url: Option<String>,
+) -> ExitCode {
+    common::telemetry::init(config.log_format);
+    let stores = match Stores::open(&config).await {
+        Ok(stores) => stores,
+        Err(e) => {
+            tracing::error!(error = %e, "worker could not start");
+            return ExitCode::FAILURE;
+        }
+    };
+    let queue: Arc<dyn JobQueue> = match queue_url {
+        Some(url) => {
+            let client = aws_sdk_sqs::Client::new(&config.aws.sdk_config().await);
+            Arc::new(SqsQueue::connect(client, &url, None).await)
+        }
+        None => stores.queue(settings.queue).clone(),
+    };
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        common::http::shutdown_signal().await;
+        stop.cancel();
+    });
+    Arc::new(Worker::new(stores.tasks, queue, settings))
+        .run(shutdown)
+        .await;
+    ExitCode::SUCCESS
+}
+
+/// GET http://127.0.0.1:$PORT/health over a plain TCP connection.
 async fn healthcheck(port: u16) -> ExitCode {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let attempt = async {
@@ -69,7 +174,7 @@ async fn healthcheck(port: u16) -> ExitCode {
             head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"),
         )
     };
-    match tokio::time::timeout(std::time::Duration::from_secs(3), attempt).await {
+    match tokio::time::timeout(Duration::from_secs(3), attempt).await {
         Ok(Ok(true)) => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     }

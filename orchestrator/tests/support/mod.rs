@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod inference;
+
 use std::{sync::Arc, time::Duration};
 
 use aws_sdk_dynamodb::types::{
