@@ -281,6 +281,11 @@ impl TestApp {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The router itself, for streaming responses.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
     pub async fn send(&self, request: Request<Body>) -> TestResponse {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
