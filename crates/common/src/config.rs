@@ -64,6 +64,13 @@ impl Env {
         }
     }
 
+    /// This environment with `name` set to `value` (a launcher running two
+    /// services gives each its own `PORT`).
+    pub fn with(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.vars.insert(name.to_owned(), value.into());
+        self
+    }
+
     /// The first of `names` that is set to a non-blank value, with the name
     /// it was found under. Blank values count as unset, because compose
     /// files often write `VAR=` for "not configured".
