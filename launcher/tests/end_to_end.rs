@@ -235,7 +235,7 @@ async fn whole_path(
     );
     assert_eq!(
         inference.inputs_seen.lock().unwrap().as_slice(),
-        [image_url.clone()]
+        std::slice::from_ref(&image_url)
     );
 
     // Keep the result on the canvas, as the frontend does: the key is the
