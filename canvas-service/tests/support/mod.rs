@@ -8,7 +8,7 @@
 
 pub mod images;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     Router,
@@ -22,104 +22,11 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tower::ServiceExt;
 
+#[allow(unused_imports)] // each test binary uses some of them
+pub use testkit::{create_bucket, create_database, moto_url, s3_client};
+
 pub const CDN: &str = "https://cdn.example.test";
 pub const FRONTEND: &str = "http://localhost:3000";
-
-pub fn moto_url() -> String {
-    std::env::var("MOTO_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned())
-}
-
-pub fn postgres_admin_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn live_required() -> bool {
-    std::env::var("REQUIRE_LIVE_BACKENDS").is_ok_and(|v| v == "1" || v == "true")
-}
-
-/// Whether Postgres and moto answer; panics when they must and do not.
-pub async fn live_backends_available() -> bool {
-    let pg = async {
-        let options: sqlx::postgres::PgConnectOptions = postgres_admin_url().parse().ok()?;
-        tokio::time::timeout(
-            Duration::from_secs(3),
-            sqlx::ConnectOptions::connect(&options),
-        )
-        .await
-        .ok()?
-        .ok()
-    }
-    .await
-    .is_some();
-    let moto = reqwest::Client::new()
-        .get(format!("{}/moto-api/", moto_url()))
-        .timeout(Duration::from_secs(3))
-        .send()
-        .await
-        .is_ok();
-    if pg && moto {
-        return true;
-    }
-    let missing = match (pg, moto) {
-        (false, false) => format!(
-            "PostgreSQL at {} and moto at {}",
-            postgres_admin_url(),
-            moto_url()
-        ),
-        (false, true) => format!("PostgreSQL at {}", postgres_admin_url()),
-        _ => format!("moto at {}", moto_url()),
-    };
-    if live_required() {
-        panic!("REQUIRE_LIVE_BACKENDS=1 but {missing} is not reachable");
-    }
-    eprintln!(
-        "\n!!! SKIPPED: {missing} is not reachable; run scripts/test.sh to test on Postgres + S3 !!!\n"
-    );
-    false
-}
-
-/// A fresh, empty Postgres database; its URL.
-pub async fn create_database() -> String {
-    let admin = postgres_admin_url();
-    let name = format!("canvas_test_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-        .await
-        .expect("connect to the Postgres server");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .expect("create a test database");
-    // Same server, other database: replace the path of the admin URL.
-    let base = admin
-        .rsplit_once('/')
-        .map_or(admin.as_str(), |(base, _)| base);
-    format!("{base}/{name}")
-}
-
-pub async fn s3_client() -> aws_sdk_s3::Client {
-    let sdk = common::aws::AwsSettings::emulator(&moto_url())
-        .sdk_config()
-        .await;
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(true)
-            .build(),
-    )
-}
-
-/// A fresh bucket on moto; its name.
-pub async fn create_bucket() -> String {
-    let name = format!("canvas-test-{}", uuid::Uuid::new_v4().simple());
-    s3_client()
-        .await
-        .create_bucket()
-        .bucket(&name)
-        .send()
-        .await
-        .expect("create a bucket on moto");
-    name
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backends {
@@ -208,7 +115,11 @@ impl TestApp {
 
     /// `None` (after a loud message) when the live backends are not up.
     pub async fn live() -> Option<TestAppBuilder> {
-        if !live_backends_available().await {
+        let needs = testkit::Needs {
+            postgres: true,
+            moto: true,
+        };
+        if !testkit::live_backends(needs).await {
             return None;
         }
         Some(TestAppBuilder {

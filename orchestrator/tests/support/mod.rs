@@ -11,16 +11,13 @@ pub mod inference;
 
 use std::{sync::Arc, time::Duration};
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use axum::{
     Router,
     body::{Body, Bytes},
     http::{HeaderMap, Method, Request, StatusCode, header},
 };
-use common::{aws::AwsSettings, config::Env};
+use common::config::Env;
 use http_body_util::BodyExt;
 use orchestrator::{App, OrchestratorConfig, router};
 use serde_json::Value;
@@ -31,152 +28,8 @@ pub const FRONTEND: &str = "http://localhost:3000";
 /// Receives before a message is dead-lettered, in every test queue.
 pub const MAX_RECEIVES: u32 = 2;
 
-pub fn moto_url() -> String {
-    std::env::var("MOTO_URL").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned())
-}
-
-pub async fn moto_available() -> bool {
-    let up = reqwest::Client::new()
-        .get(format!("{}/moto-api/", moto_url()))
-        .timeout(Duration::from_secs(3))
-        .send()
-        .await
-        .is_ok();
-    if up {
-        return true;
-    }
-    if std::env::var("REQUIRE_LIVE_BACKENDS").is_ok_and(|v| v == "1" || v == "true") {
-        panic!(
-            "REQUIRE_LIVE_BACKENDS=1 but moto at {} is not reachable",
-            moto_url()
-        );
-    }
-    eprintln!(
-        "\n!!! SKIPPED: moto at {} is not reachable; run scripts/test.sh to test on SQS/DynamoDB/EC2 !!!\n",
-        moto_url()
-    );
-    false
-}
-
-pub async fn aws() -> aws_config::SdkConfig {
-    AwsSettings::emulator(&moto_url()).sdk_config().await
-}
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
-}
-
-/// A queue with its dead-letter queue and redrive policy, as production has.
-pub async fn create_queue_pair(sqs: &aws_sdk_sqs::Client, name: &str) -> (String, String) {
-    let dlq = sqs
-        .create_queue()
-        .queue_name(format!("{name}-dlq"))
-        .send()
-        .await
-        .unwrap();
-    let dlq_url = dlq.queue_url().unwrap().to_owned();
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
-    let queue = sqs
-        .create_queue()
-        .queue_name(name)
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-            "30",
-        )
-        .attributes(
-            aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
-            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    (queue.queue_url().unwrap().to_owned(), dlq_url)
-}
-
-/// The `task_store` table with the production GSI.
-pub async fn create_table(dynamo: &aws_sdk_dynamodb::Client, name: &str) {
-    let attribute = |name: &str, kind| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(kind)
-            .build()
-            .unwrap()
-    };
-    let key = |name: &str, kind| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
-    dynamo
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute("task_id", ScalarAttributeType::S))
-        .attribute_definitions(attribute("status", ScalarAttributeType::S))
-        .attribute_definitions(attribute("created_at", ScalarAttributeType::N))
-        .key_schema(key("task_id", KeyType::Hash))
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name("status-created_at-index")
-                .key_schema(key("status", KeyType::Hash))
-                .key_schema(key("created_at", KeyType::Range))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-}
-
-/// A stopped instance, as the GPU host is between jobs.
-pub async fn create_stopped_instance(ec2: &aws_sdk_ec2::Client) -> String {
-    let run = ec2
-        .run_instances()
-        .image_id("ami-12345678")
-        .instance_type(aws_sdk_ec2::types::InstanceType::G4dnXlarge)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .unwrap();
-    let id = run.instances()[0].instance_id().unwrap().to_owned();
-    ec2.stop_instances().instance_ids(&id).send().await.unwrap();
-    id
-}
-
-pub async fn instance_state(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
-    let out = ec2
-        .describe_instances()
-        .instance_ids(id)
-        .send()
-        .await
-        .unwrap();
-    out.reservations()[0].instances()[0]
-        .state()
-        .and_then(|s| s.name())
-        .map(|n| n.as_str().to_owned())
-        .unwrap_or_default()
-}
+#[allow(unused_imports)] // each test binary uses some of them
+pub use testkit::{aws, create_stopped_instance, instance_state, moto_url};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backends {
@@ -249,28 +102,16 @@ impl TestApp {
 
     /// SQS + DynamoDB on moto, each test with its own queues and table.
     pub async fn aws() -> Option<TestAppBuilder> {
-        if !moto_available().await {
+        let needs = testkit::Needs {
+            postgres: false,
+            moto: true,
+        };
+        if !testkit::live_backends(needs).await {
             return None;
         }
-        let sdk = aws().await;
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let (gpu, gpu_dlq) = create_queue_pair(&sqs, &unique("gpu")).await;
-        let (cpu, cpu_dlq) = create_queue_pair(&sqs, &unique("cpu")).await;
-        let table = unique("task_store");
-        create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table).await;
         Some(TestAppBuilder {
             backends: Backends::Aws,
-            env: vec![
-                ("AWS_ENDPOINT_URL".into(), moto_url()),
-                ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
-                ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
-                ("AWS_REGION".into(), "us-east-1".into()),
-                ("SQS_QUEUE_URL".into(), gpu),
-                ("CPU_SQS_QUEUE_URL".into(), cpu),
-                ("GPU_DLQ_URL".into(), gpu_dlq),
-                ("CPU_DLQ_URL".into(), cpu_dlq),
-                ("DYNAMODB_TABLE".into(), table),
-            ],
+            env: testkit::orchestrator_aws_env(MAX_RECEIVES).await,
         })
     }
 
