@@ -1,4 +1,6 @@
 //! Starts canvas-service: read the configuration, open its parts, serve.
+//! `canvas-service healthcheck` instead exits 0 when `GET /health` on
+//! `PORT` answers 200 (container health checks without curl).
 
 use std::sync::Arc;
 
@@ -15,6 +17,13 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        return if common::http::healthcheck(config.http.port).await {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        };
+    }
     common::telemetry::init(config.log_format);
     let app = match App::from_config(&config).await {
         Ok(app) => Arc::new(app),

@@ -42,7 +42,13 @@ async fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Some("healthcheck") => healthcheck(config.http.port).await,
+        Some("healthcheck") => {
+            if common::http::healthcheck(config.http.port).await {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Some(other) => {
             eprintln!("orchestrator: unknown command {other:?} (serve, worker or healthcheck)");
             ExitCode::from(2)
@@ -158,24 +164,4 @@ async fn worker(
         .run(shutdown)
         .await;
     ExitCode::SUCCESS
-}
-
-/// GET http://127.0.0.1:$PORT/health over a plain TCP connection.
-async fn healthcheck(port: u16) -> ExitCode {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        stream
-            .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .await?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await?;
-        Ok::<bool, std::io::Error>(
-            head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"),
-        )
-    };
-    match tokio::time::timeout(Duration::from_secs(3), attempt).await {
-        Ok(Ok(true)) => ExitCode::SUCCESS,
-        _ => ExitCode::FAILURE,
-    }
 }

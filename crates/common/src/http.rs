@@ -136,3 +136,25 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutdown signal received, draining requests in flight");
 }
+
+/// `<binary> healthcheck`: GET `http://127.0.0.1:<port>/health` over a plain
+/// TCP connection and report whether it answered 200 — for Docker's
+/// `HEALTHCHECK` and ECS health checks, with no curl in the image.
+pub async fn healthcheck(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<bool, std::io::Error>(
+            head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"),
+        )
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), attempt).await,
+        Ok(Ok(true))
+    )
+}
