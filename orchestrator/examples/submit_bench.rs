@@ -1014,6 +1014,14 @@ async fn run(bin: PathBuf) -> Result<(), BoxError> {
     );
     println!("submit body: {SUBMIT_BODY}");
 
+    // Fail before any work rather than after part (a).
+    if !skip_moto && !moto_answers(&client, &moto).await {
+        return Err(format!(
+            "moto is not reachable at {moto}; start it (scripts/bench-orchestrator.sh does) or set BENCH_SKIP_MOTO=1"
+        )
+        .into());
+    }
+
     // (a) embedded.
     let part_a = bench_server(
         "(a) embedded: SQLite task table + SQLite queues".to_owned(),
@@ -1032,12 +1040,6 @@ async fn run(bin: PathBuf) -> Result<(), BoxError> {
     if skip_moto {
         println!("\nBENCH_SKIP_MOTO is set: parts (b) and (c) skipped");
     } else {
-        if !moto_answers(&client, &moto).await {
-            return Err(format!(
-                "moto is not reachable at {moto}; start it (scripts/bench-orchestrator.sh does) or set BENCH_SKIP_MOTO=1"
-            )
-            .into());
-        }
         let sdk = AwsSettings::emulator(&moto).sdk_config().await;
 
         // (b) the orchestrator on SQS + DynamoDB on moto.
