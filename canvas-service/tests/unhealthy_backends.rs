@@ -88,3 +88,58 @@ async fn object_store_down_is_503_and_leaves_no_row() {
     assert!(detail.contains("object store"), "{detail}");
     assert_eq!(ready.json()["checks"]["database"], "ok");
 }
+
+#[tokio::test]
+async fn database_and_s3_that_never_answer_are_503_within_seconds() {
+    let database = testkit::unresponsive_endpoint()
+        .await
+        .replace("http://", "postgres://postgres@");
+    let app = TestApp::embedded()
+        .env("DATABASE_URL", &format!("{database}/canvas"))
+        .env("RUN_MIGRATIONS", "false")
+        .env("DATABASE_TIMEOUT_SECONDS", "2")
+        .start()
+        .await;
+    let detail = tokio::time::timeout(
+        Duration::from_secs(15),
+        app.send(
+            axum::http::Request::post("/session")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        ),
+    )
+    .await
+    .expect("a hanging database fails the request within seconds")
+    .assert_error(StatusCode::SERVICE_UNAVAILABLE);
+    assert!(detail.contains("database"), "{detail}");
+
+    let s3 = testkit::unresponsive_endpoint().await;
+    let db = tempfile::tempdir().unwrap();
+    let app = TestApp::embedded()
+        .env(
+            "DATABASE_URL",
+            &format!("sqlite://{}/canvas.db", db.path().display()),
+        )
+        .env("S3_BUCKET", "media")
+        .env("AWS_ENDPOINT_URL", &s3)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .start()
+        .await;
+    let ready = tokio::time::timeout(Duration::from_secs(15), app.get("/ready"))
+        .await
+        .expect("readiness answers within seconds");
+    let detail = ready.assert_error(StatusCode::SERVICE_UNAVAILABLE);
+    assert!(detail.contains("object store"), "{detail}");
+    let session = app.new_session().await;
+    let added = tokio::time::timeout(
+        Duration::from_secs(20),
+        app.post(
+            "/add-image",
+            serde_json::json!({"session_id": session, "s3_key": "comfyui-results/x.png"}),
+        ),
+    )
+    .await
+    .expect("a hanging S3 fails the request within seconds");
+    added.assert_error(StatusCode::SERVICE_UNAVAILABLE);
+}

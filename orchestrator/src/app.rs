@@ -89,14 +89,12 @@ impl Stores {
                     },
                     _,
                 ) => {
-                    let client = aws_sdk_sqs::Client::new(&config.aws.sdk_config().await);
-                    (
-                        Arc::new(
-                            SqsQueue::connect(client.clone(), gpu_url, gpu_dlq_url.as_deref())
-                                .await,
-                        ),
-                        Arc::new(SqsQueue::connect(client, cpu_url, cpu_dlq_url.as_deref()).await),
-                    )
+                    let client = crate::queue::sqs_client(&config.aws).await;
+                    let (gpu, cpu) = tokio::join!(
+                        SqsQueue::connect(client.clone(), gpu_url, gpu_dlq_url.as_deref()),
+                        SqsQueue::connect(client, cpu_url, cpu_dlq_url.as_deref()),
+                    );
+                    (Arc::new(gpu), Arc::new(cpu))
                 }
                 (
                     QueueSettings::Embedded {

@@ -149,7 +149,7 @@ async fn worker(
     };
     let queue: Arc<dyn JobQueue> = match queue_url {
         Some(url) => {
-            let client = aws_sdk_sqs::Client::new(&config.aws.sdk_config().await);
+            let client = orchestrator::queue::sqs_client(&config.aws).await;
             Arc::new(SqsQueue::connect(client, &url, None).await)
         }
         None => stores.queue(settings.queue).clone(),

@@ -64,3 +64,32 @@ async fn a_missing_table_is_named_by_readiness() {
     assert!(detail.contains("task store"), "{detail}");
     assert!(!detail.contains("queue"), "the queues are fine: {detail}");
 }
+
+#[tokio::test]
+async fn aws_that_never_answers_is_503_within_seconds() {
+    let endpoint = testkit::unresponsive_endpoint().await;
+    let app = TestApp::embedded()
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("SQS_QUEUE_URL", &format!("{endpoint}/123456789012/gpu"))
+        .env("CPU_SQS_QUEUE_URL", &format!("{endpoint}/123456789012/cpu"))
+        .env("DYNAMODB_TABLE", "task_store")
+        .start()
+        .await;
+    let response = tokio::time::timeout(
+        Duration::from_secs(20),
+        app.post(
+            "/api/v1/camera-angle/jobs",
+            json!({"image_url": "https://cdn.example.test/a.png"}),
+        ),
+    )
+    .await
+    .expect("a hanging task store fails the submit within seconds");
+    response.assert_error(StatusCode::SERVICE_UNAVAILABLE);
+    let ready = tokio::time::timeout(Duration::from_secs(10), app.get("/ready"))
+        .await
+        .expect("readiness answers within its check timeout");
+    ready.assert_error(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(app.get("/health").await.status, StatusCode::OK);
+}

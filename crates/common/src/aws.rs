@@ -98,3 +98,16 @@ impl AwsSettings {
         loader.load().await
     }
 }
+
+/// Timeouts for small request/response calls (DynamoDB, SQS): each attempt
+/// gets `attempt`, all retries together twice that plus a bit, so an
+/// endpoint that accepts connections and never answers fails the request
+/// within seconds instead of hanging on the read timeout three times.
+pub fn call_timeouts(attempt: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .read_timeout(attempt)
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(attempt * 2 + Duration::from_secs(2))
+        .build()
+}

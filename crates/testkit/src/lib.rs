@@ -279,3 +279,18 @@ pub async fn instance_state(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
         .map(|n| n.as_str().to_owned())
         .unwrap_or_default()
 }
+
+/// A local endpoint that accepts connections and never answers: a dependency
+/// that hangs rather than refuses. Connections are held until the returned
+/// listener task ends (with the test's runtime). Its `http://` address.
+pub async fn unresponsive_endpoint() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    address
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::ApiError;
 
 pub use embedded::EmbeddedQueue;
-pub use sqs::SqsQueue;
+pub use sqs::{SqsQueue, client as sqs_client};
 
 /// A received message: its body, and the receipt that deletes it or changes
 /// its visibility (valid for this receive only).

@@ -20,6 +20,17 @@ pub struct SqsQueue {
     max_receive_count: Option<u32>,
 }
 
+/// An SQS client whose calls fail within seconds when SQS does not answer;
+/// an attempt may last longer than the longest receive wait (10 s).
+pub async fn client(aws: &common::aws::AwsSettings) -> Client {
+    let sdk = aws.sdk_config().await;
+    Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&sdk)
+            .timeout_config(common::aws::call_timeouts(Duration::from_secs(14)))
+            .build(),
+    )
+}
+
 impl SqsQueue {
     /// Reads the queue's redrive policy once; an unreachable queue is not
     /// fatal here (readiness reports it).
@@ -30,13 +41,20 @@ impl SqsQueue {
             dlq_url: dlq_url.map(str::to_owned),
             max_receive_count: None,
         };
-        if let Some((max_receive_count, dlq_arn)) = queue.redrive_policy().await {
+        // Bounded: start-up must not wait long on an SQS that hangs.
+        let policy = tokio::time::timeout(Duration::from_secs(5), queue.redrive_policy()).await;
+        if let Ok(Some((max_receive_count, dlq_arn))) = policy {
             queue.max_receive_count = max_receive_count;
             // Without GPU_DLQ_URL / CPU_DLQ_URL, the redrive policy says
             // where failed messages go.
             if queue.dlq_url.is_none() {
                 queue.dlq_url = match dlq_arn {
-                    Some(arn) => queue.url_of_arn(&arn).await,
+                    Some(arn) => {
+                        tokio::time::timeout(Duration::from_secs(5), queue.url_of_arn(&arn))
+                            .await
+                            .ok()
+                            .flatten()
+                    }
                     None => None,
                 };
             }
@@ -174,10 +192,16 @@ fn count(
 #[async_trait::async_trait]
 impl JobQueue for SqsQueue {
     async fn send(&self, body: &str) -> Result<(), QueueError> {
+        // On the submit path: a short deadline, so a client waits seconds.
         self.client
             .send_message()
             .queue_url(&self.url)
             .message_body(body)
+            .customize()
+            .config_override(
+                aws_sdk_sqs::config::Builder::default()
+                    .timeout_config(common::aws::call_timeouts(Duration::from_secs(4))),
+            )
             .send()
             .await
             .map_err(classify)?;

@@ -31,8 +31,13 @@ pub struct DynamoTaskStore {
 impl DynamoTaskStore {
     pub async fn new(aws: &common::aws::AwsSettings, table: &str) -> Self {
         let sdk = aws.sdk_config().await;
+        let config = aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .timeout_config(common::aws::call_timeouts(std::time::Duration::from_secs(
+                4,
+            )))
+            .build();
         Self {
-            client: Client::new(&sdk),
+            client: Client::from_conf(config),
             table: table.to_owned(),
         }
     }

@@ -70,6 +70,13 @@ impl S3Store {
     }
 }
 
+/// Small calls (head, delete) get a short deadline, so a hanging S3 makes
+/// a request fail within seconds; object bodies keep the client's timeouts.
+fn quick() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::default()
+        .timeout_config(crate::aws::call_timeouts(Duration::from_secs(5)))
+}
+
 /// Sorts SDK failures into "retry later" (network, timeouts, 5xx, throttling)
 /// and everything else. The message keeps the error code, never credentials.
 fn classify<E, R>(what: &str, key: &str, err: SdkError<E, R>) -> StoreError
@@ -148,6 +155,8 @@ impl ObjectStore for S3Store {
             .head_object()
             .bucket(&self.bucket)
             .key(key)
+            .customize()
+            .config_override(quick())
             .send()
             .await
         {
@@ -162,6 +171,8 @@ impl ObjectStore for S3Store {
             .delete_object()
             .bucket(&self.bucket)
             .key(key)
+            .customize()
+            .config_override(quick())
             .send()
             .await
             .map_err(|e| classify("delete", key, e))?;
@@ -191,6 +202,8 @@ impl ObjectStore for S3Store {
         self.client
             .head_bucket()
             .bucket(&self.bucket)
+            .customize()
+            .config_override(quick())
             .send()
             .await
             .map_err(|e| match classify("head bucket", &self.bucket, e) {
