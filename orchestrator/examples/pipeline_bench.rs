@@ -361,9 +361,80 @@ fn cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / CLOCK_TICKS_PER_SEC)
 }
 
+/// Busy CPU time of the whole machine so far (all cores), in seconds.
+fn machine_busy_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle, iowait.
+    let busy = fields
+        .get(..8)?
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4);
+    Some(busy.map(|(_, v)| v).sum::<f64>() / CLOCK_TICKS_PER_SEC)
+}
+
 /// CPU use between two readings, as a percentage of one core.
 fn cpu_pct(before: Option<f64>, after: Option<f64>, over: Duration) -> Option<f64> {
     Some((after? - before?) / over.as_secs_f64().max(1e-9) * 100.0)
+}
+
+/// CPU seconds so far of each thread of a process: `(tid, name, seconds)`,
+/// by thread id (creation order).
+fn thread_cpu(pid: u32) -> Vec<(u32, String, f64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut threads: Vec<(u32, String, f64)> = dir
+        .filter_map(|entry| {
+            let tid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+            let name = stat.get(stat.find('(')? + 1..stat.rfind(')')?)?.to_owned();
+            let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((tid, name, (utime + stime) / CLOCK_TICKS_PER_SEC))
+        })
+        .collect();
+    threads.sort_by_key(|t| t.0);
+    threads
+}
+
+/// The busiest threads between two [`thread_cpu`] readings, as `name (% of
+/// a core)`. SQLite connection threads are numbered in creation order: the
+/// first is the write connection (opened before the read pool).
+fn busiest_threads(
+    before: &[(u32, String, f64)],
+    after: &[(u32, String, f64)],
+    over: Duration,
+) -> Vec<(String, f64)> {
+    let mut sqlite_seen = 0;
+    let mut busy: Vec<(String, f64)> = after
+        .iter()
+        .map(|(tid, name, secs)| {
+            let label = if name.starts_with("sqlx-sqlite") {
+                sqlite_seen += 1;
+                if sqlite_seen == 1 {
+                    "sqlite#1 (writes)".to_owned()
+                } else {
+                    format!("sqlite#{sqlite_seen}")
+                }
+            } else {
+                name.clone()
+            };
+            let start = before.iter().find(|b| b.0 == *tid).map_or(0.0, |b| b.2);
+            (label, (secs - start) / over.as_secs_f64().max(1e-9) * 100.0)
+        })
+        .collect();
+    busy.sort_by(|a, b| b.1.total_cmp(&a.1));
+    busy.truncate(4);
+    busy
 }
 
 fn mib(kib: u64) -> f64 {
@@ -601,9 +672,12 @@ struct RunResult {
     backend_submits: usize,
     child_cpu_pct: Option<f64>,
     bench_cpu_pct: Option<f64>,
+    /// CPU the rest of the machine used meanwhile, % of one core.
+    other_cpu_pct: Option<f64>,
     child_hwm_kib: u64,
     hwm_was_reset: bool,
     capped: bool,
+    busiest: Vec<(String, f64)>,
 }
 
 impl RunResult {
@@ -630,7 +704,8 @@ async fn pipeline_run(
     stand_in.reset(processing_polls);
     let hwm_was_reset = reset_hwm(pid);
     let own = std::process::id();
-    let (cpu0, own0) = (cpu_secs(pid), cpu_secs(own));
+    let (cpu0, own0, machine0) = (cpu_secs(pid), cpu_secs(own), machine_busy_secs());
+    let threads0 = thread_cpu(pid);
     let started = Instant::now();
     let deadline = started + cap;
 
@@ -641,7 +716,12 @@ async fn pipeline_run(
     }
     let capped = stand_in.done() < submitted.jobs.len();
     let waited = started.elapsed();
-    let (cpu1, own1) = (cpu_secs(pid), cpu_secs(own));
+    let (cpu1, own1, machine1) = (cpu_secs(pid), cpu_secs(own), machine_busy_secs());
+    let child_cpu_pct = cpu_pct(cpu0, cpu1, waited);
+    let bench_cpu_pct = cpu_pct(own0, own1, waited);
+    let other_cpu_pct = cpu_pct(machine0, machine1, waited)
+        .and_then(|all| Some((all - child_cpu_pct? - bench_cpu_pct?).max(0.0)));
+    let busiest = busiest_threads(&threads0, &thread_cpu(pid), waited);
     server.still_running()?;
 
     let ids: Vec<String> = submitted.jobs.iter().map(|(id, _)| id.clone()).collect();
@@ -711,11 +791,13 @@ async fn pipeline_run(
         max_in_flight: s.max_in_flight.load(Ordering::SeqCst),
         backend_polls: s.polls.load(Ordering::SeqCst),
         backend_submits: s.submitted.load(Ordering::SeqCst),
-        child_cpu_pct: cpu_pct(cpu0, cpu1, waited),
-        bench_cpu_pct: cpu_pct(own0, own1, waited),
+        child_cpu_pct,
+        bench_cpu_pct,
+        other_cpu_pct,
         child_hwm_kib: mem.hwm_kib,
         hwm_was_reset,
         capped,
+        busiest,
     })
 }
 
@@ -739,6 +821,14 @@ fn print_run_progress(r: &RunResult) {
     }
 }
 
+fn busiest_line(r: &RunResult) -> String {
+    r.busiest
+        .iter()
+        .map(|(name, pct)| format!("{name} {pct:.0}%"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The least time the worker spends on a job whose backend answers
 /// `processing` `polls` times first: the sleeps between its status polls.
 fn poll_floor_ms(polls: u32) -> f64 {
@@ -752,7 +842,7 @@ fn poll_floor_ms(polls: u32) -> f64 {
 
 fn print_runs(runs: &[RunResult]) {
     println!(
-        "| {:<10} | {:>4} | {:>5} | {:>5} | {:>9} | {:>6} | {:>7} | {:>8} | {:>9} | {:>9} | {:>9} | {:>9} | {:>6} | {:>5} | {:>5} | {:>8} |",
+        "| {:<10} | {:>4} | {:>5} | {:>5} | {:>9} | {:>6} | {:>7} | {:>8} | {:>9} | {:>9} | {:>9} | {:>9} | {:>6} | {:>5} | {:>5} | {:>6} | {:>8} |",
         "run",
         "conc",
         "polls",
@@ -768,14 +858,15 @@ fn print_runs(runs: &[RunResult]) {
         "maxrun",
         "cpu%",
         "bcpu%",
+        "other%",
         "HWM MiB"
     );
     println!(
-        "|------------|------|-------|-------|-----------|--------|---------|----------|-----------|-----------|-----------|-----------|--------|-------|-------|----------|"
+        "|------------|------|-------|-------|-----------|--------|---------|----------|-----------|-----------|-----------|-----------|--------|-------|-------|--------|----------|"
     );
     for r in runs {
         println!(
-            "| {:<10} | {:>4} | {:>5} | {:>5} | {:>9} | {:>6} | {:>7.2} | {:>8.1} | {:>6.0} ms | {:>6.0} ms | {:>9.0} | {:>6.0} ms | {:>6} | {:>5} | {:>5} | {:>7.1}{} |",
+            "| {:<10} | {:>4} | {:>5} | {:>5} | {:>9} | {:>6} | {:>7.2} | {:>8.1} | {:>6.0} ms | {:>6.0} ms | {:>9.0} | {:>6.0} ms | {:>6} | {:>5} | {:>5} | {:>6} | {:>7.1}{} |",
             r.label,
             r.worker_concurrency,
             r.processing_polls,
@@ -791,6 +882,7 @@ fn print_runs(runs: &[RunResult]) {
             r.max_in_flight,
             pct_or_dash(r.child_cpu_pct),
             pct_or_dash(r.bench_cpu_pct),
+            pct_or_dash(r.other_cpu_pct),
             mib(r.child_hwm_kib),
             if r.hwm_was_reset { "" } else { "*" }
         );
@@ -828,6 +920,15 @@ fn print_runs(runs: &[RunResult]) {
             r.worker_concurrency as f64 / svc50.as_secs_f64().max(1e-9),
             r.backend_submits,
             r.backend_polls
+        );
+    }
+    println!("busiest child threads over each run (% of one core):");
+    for r in runs {
+        println!(
+            "  {:<10} c={:<2} {}",
+            r.label,
+            r.worker_concurrency,
+            busiest_line(r)
         );
     }
 }
@@ -1369,7 +1470,7 @@ async fn run(bin: PathBuf) -> Result<(), BoxError> {
         "confirm = last completing poll -> read-back saw every job `completed`; maxrun = most backend jobs running at once;"
     );
     println!(
-        "cpu% / bcpu% = child / bench process CPU, % of one core; HWM = child VmHWM over the run (* = not reset, since start)"
+        "cpu% / bcpu% / other% = CPU of the child / the bench (client and stand-in) / every other process, % of one core; HWM = child VmHWM over the run (* = not reset)"
     );
     print_runs(&runs);
     println!(
