@@ -69,7 +69,7 @@ start_postgres() {
   if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
     log "PostgreSQL is down; starting it"
     local version
-    version="$(ls /etc/postgresql | sort -V | tail -n1)"
+    version="$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n1)"
     pg_ctlcluster --skip-systemctl-redirect "${version}" main start || true
     for _ in $(seq 1 50); do
       pg_isready -q -h "${host}" -p "${port}" && return
@@ -96,4 +96,11 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   log "cargo-nextest not found; using cargo test"
   cargo test --workspace --no-fail-fast "$@"
+fi
+
+# Packaging and deployment files (Dockerfiles, compose, ECS task definition,
+# deploy/): checked with no Docker engine or AWS account, ~2 min. Reuses
+# MOTO_URL and TEST_DATABASE_URL from above, and the binaries just built.
+if [ "${SKIP_DEPLOY_CHECK:-0}" != 1 ]; then
+  ./scripts/check-deploy.sh
 fi

@@ -95,7 +95,16 @@ impl AwsSettings {
         if let Some(url) = &self.endpoint_url {
             loader = loader.endpoint_url(url);
         }
-        loader.load().await
+        let sdk = loader.load().await;
+        if self.endpoint_url.is_some() {
+            return sdk;
+        }
+        // The SDK reads AWS_ENDPOINT_URL itself, and a blank one (compose
+        // files write `AWS_ENDPOINT_URL=`) would become an empty endpoint;
+        // these settings already treat blank as unset, so drop it.
+        let mut builder = sdk.into_builder();
+        builder.set_endpoint_url(None);
+        builder.build()
     }
 }
 
