@@ -37,7 +37,13 @@ start_moto() {
     log "moto already answers at ${MOTO_URL}; reusing it"
     return
   fi
-  if [ ! -x "${MOTO_VENV}/bin/moto_server" ] || ! "${MOTO_VENV}/bin/pip" show moto 2>/dev/null | grep -q "^Version: ${MOTO_VERSION}$"; then
+  # Captured first: `pip show | grep -q` under pipefail fails when grep
+  # stops reading early.
+  local installed=""
+  if [ -x "${MOTO_VENV}/bin/pip" ]; then
+    installed="$("${MOTO_VENV}/bin/pip" show moto 2>/dev/null || true)"
+  fi
+  if [ ! -x "${MOTO_VENV}/bin/moto_server" ] || ! grep -q "^Version: ${MOTO_VERSION}$" <<<"${installed}"; then
     log "installing moto[server]==${MOTO_VERSION} into ${MOTO_VENV}"
     python3 -m venv "${MOTO_VENV}"
     "${MOTO_VENV}/bin/pip" install --quiet --disable-pip-version-check "moto[server]==${MOTO_VERSION}"

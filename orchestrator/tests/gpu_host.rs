@@ -85,7 +85,16 @@ async fn gpu_job_starts_the_stopped_host_and_idle_stops_it() {
         wait_for_state(&ec2, &instance, "stopped", Duration::from_secs(15)).await,
         "the idle GPU host was not stopped"
     );
-    let status = app.get("/api/v1/gpu").await.json();
+    // The status endpoint serves the controller's cache, which catches up
+    // at its next look.
+    let mut status = app.get("/api/v1/gpu").await.json();
+    for _ in 0..50 {
+        if status["state"] == "stopped" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = app.get("/api/v1/gpu").await.json();
+    }
     assert_eq!(status["state"], "stopped", "{status}");
 }
 
