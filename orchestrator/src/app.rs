@@ -169,9 +169,20 @@ impl App {
             local_workers: config
                 .local_workers
                 .iter()
-                .map(|(queue, url)| crate::worker::WorkerSettings {
-                    concurrency: config.worker_concurrency,
-                    ..crate::worker::WorkerSettings::new(*queue, url)
+                .map(|(queue, url)| {
+                    let defaults = crate::worker::WorkerSettings::new(*queue, url);
+                    crate::worker::WorkerSettings {
+                        concurrency: config.worker_concurrency,
+                        // On the embedded queues the configured visibility is
+                        // the in-process worker's lease.
+                        visibility: match config.queues {
+                            QueueSettings::Embedded {
+                                visibility_timeout, ..
+                            } => visibility_timeout,
+                            QueueSettings::Sqs { .. } => defaults.visibility,
+                        },
+                        ..defaults
+                    }
                 })
                 .collect(),
             admin_token: config.admin_token.clone(),
