@@ -173,6 +173,8 @@ impl App {
                     let defaults = crate::worker::WorkerSettings::new(*queue, url);
                     crate::worker::WorkerSettings {
                         concurrency: config.worker_concurrency,
+                        poll_min: config.worker_poll,
+                        poll_max: config.worker_poll * 10,
                         // On the embedded queues the configured visibility is
                         // the in-process worker's lease.
                         visibility: match config.queues {

@@ -40,6 +40,9 @@ pub struct OrchestratorConfig {
     /// `WORKER_CONCURRENCY` slots.
     pub local_workers: Vec<(crate::jobs::QueueName, String)>,
     pub worker_concurrency: usize,
+    /// `WORKER_POLL_MILLIS`: the in-process worker's first status poll
+    /// interval (it grows ×1.5 up to ten times this).
+    pub worker_poll: Duration,
     pub aws: AwsSettings,
 }
 
@@ -147,6 +150,7 @@ impl OrchestratorConfig {
             .collect(),
             worker_concurrency: usize::try_from(positive(env, "WORKER_CONCURRENCY", 1)?)
                 .unwrap_or(1),
+            worker_poll: Duration::from_millis(positive(env, "WORKER_POLL_MILLIS", 500)?),
             aws: AwsSettings::from_env(env)?,
         })
     }

@@ -20,7 +20,7 @@ use orchestrator::{
 use tokio_util::sync::CancellationToken;
 
 const WORKER_USAGE: &str = "usage: orchestrator worker --queue gpu|cpu|<SQS queue URL> [--backend-url http://localhost:8000] \
-[--concurrency 1] [--job-timeout 900] [--drain-seconds 60] [--visibility-seconds 120] [--kind gpu|cpu (with a queue URL)]";
+[--concurrency 1] [--job-timeout 900] [--drain-seconds 60] [--visibility-seconds 120] [--poll-millis 500] [--kind gpu|cpu (with a queue URL)]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -116,6 +116,14 @@ fn parse_worker_args(args: &[String]) -> Result<(WorkerSettings, Option<String>)
             "--job-timeout" => settings.job_timeout = seconds(value)?,
             "--drain-seconds" => settings.drain = seconds(value)?,
             "--visibility-seconds" => settings.visibility = seconds(value)?,
+            "--poll-millis" => {
+                let millis: u64 =
+                    value.parse().ok().filter(|m| *m > 0).ok_or_else(|| {
+                        format!("--poll-millis: {value:?} is not a positive number")
+                    })?;
+                settings.poll_min = Duration::from_millis(millis);
+                settings.poll_max = settings.poll_min * 10;
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
