@@ -9,31 +9,10 @@ use axum::http::{Method, StatusCode, header};
 use serde_json::json;
 use support::{Backends, Part, TestApp, TestAppBuilder, images};
 
-/// Declares each test body once per backend set.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::TestApp::embedded()).await
-                }
-            )*
-        }
-        mod live {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if let Some(builder) = super::TestApp::live().await {
-                        super::$name(builder).await
-                    }
-                }
-            )*
-        }
-    };
-}
+testkit::on_both_backends!(
+    embedded: super::TestApp::embedded(),
+    live: super::TestApp::live();
 
-on_both_backends!(
     operations_endpoints,
     session_ids_are_uuid_v4,
     upload_stores_the_image_and_lists_it,

@@ -13,30 +13,10 @@ use orchestrator::background;
 use serde_json::json;
 use support::{MAX_RECEIVES, TestApp, TestAppBuilder};
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::TestApp::embedded()).await
-                }
-            )*
-        }
-        mod aws {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if let Some(builder) = super::TestApp::aws().await {
-                        super::$name(builder).await
-                    }
-                }
-            )*
-        }
-    };
-}
+testkit::on_both_backends!(
+    embedded: super::TestApp::embedded(),
+    aws: super::TestApp::aws();
 
-on_both_backends!(
     frontend_submits_get_202_and_the_exact_messages,
     out_of_range_values_are_422_naming_the_field,
     unknown_jobs_and_odd_records_read_back,

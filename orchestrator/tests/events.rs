@@ -15,30 +15,10 @@ use serde_json::{Value, json};
 use support::{TestApp, TestAppBuilder};
 use tower::ServiceExt;
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::TestApp::embedded()).await
-                }
-            )*
-        }
-        mod aws {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if let Some(builder) = super::TestApp::aws().await {
-                        super::$name(builder).await
-                    }
-                }
-            )*
-        }
-    };
-}
+testkit::on_both_backends!(
+    embedded: super::TestApp::embedded(),
+    aws: super::TestApp::aws();
 
-on_both_backends!(
     stream_follows_a_job_to_its_end,
     many_streams_share_one_watcher
 );

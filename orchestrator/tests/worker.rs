@@ -21,30 +21,10 @@ use support::{
 };
 use tokio_util::sync::CancellationToken;
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(super::TestApp::embedded()).await
-                }
-            )*
-        }
-        mod aws {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    if let Some(builder) = super::TestApp::aws().await {
-                        super::$name(builder).await
-                    }
-                }
-            )*
-        }
-    };
-}
+testkit::on_both_backends!(
+    embedded: super::TestApp::embedded(),
+    aws: super::TestApp::aws();
 
-on_both_backends!(
     runs_gpu_and_cpu_jobs_to_completion,
     backend_failure_is_recorded,
     finished_and_cancelled_jobs_are_skipped,

@@ -294,3 +294,39 @@ pub async fn unresponsive_endpoint() -> String {
     });
     address
 }
+
+/// Declares each test body once per backend set, so the same assertions run
+/// on both: `mod embedded` calls it with the `embedded:` builder, and the
+/// second module (named by the caller) with what the live builder yields,
+/// skipping the test when that is `None` (live backends not reachable).
+///
+/// ```ignore
+/// testkit::on_both_backends!(
+///     embedded: super::TestApp::embedded(),
+///     live: super::TestApp::live();
+///     upload_works, delete_works,
+/// );
+/// ```
+#[macro_export]
+macro_rules! on_both_backends {
+    (embedded: $embedded:expr, $live:ident: $live_builder:expr; $($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($embedded).await
+                }
+            )*
+        }
+        mod $live {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(builder) = $live_builder.await {
+                        super::$name(builder).await
+                    }
+                }
+            )*
+        }
+    };
+}

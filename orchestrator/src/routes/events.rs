@@ -14,7 +14,10 @@ use common::ApiError;
 use futures_util::{Stream, stream};
 use tokio::sync::watch;
 
-use super::{AppState, jobs::JobView};
+use super::{
+    AppState,
+    jobs::{JobView, check_job_id},
+};
 
 fn event(view: &JobView) -> Event {
     let mut json = serde_json::to_value(view).unwrap_or_default();
@@ -33,9 +36,7 @@ pub async fn job_events(
     State(app): State<AppState>,
     Path(job_id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    if job_id.len() > 64 || job_id.starts_with("idempotency#") {
-        return Err(ApiError::not_found("Job not found"));
-    }
+    check_job_id(&job_id)?;
     let current = app
         .tasks
         .get(&job_id)

@@ -38,7 +38,7 @@ pub async fn start_gpu(
         .start_now()
         .await
         .map(Json)
-        .map_err(|e| ApiError::unavailable("GPU host", format!("{}: {}", e.code, e.message)))
+        .map_err(host_unavailable)
 }
 
 /// Stops the GPU host now, even if work is running: an operator's decision.
@@ -55,11 +55,11 @@ pub async fn stop_gpu(
     headers: HeaderMap,
 ) -> Result<Json<GpuStatus>, ApiError> {
     authorize(&app, &headers)?;
-    app.gpu
-        .stop_now()
-        .await
-        .map(Json)
-        .map_err(|e| ApiError::unavailable("GPU host", format!("{}: {}", e.code, e.message)))
+    app.gpu.stop_now().await.map(Json).map_err(host_unavailable)
+}
+
+fn host_unavailable(e: gpu::HostError) -> ApiError {
+    ApiError::unavailable("GPU host", format!("{}: {}", e.code, e.message))
 }
 
 /// `Authorization: Bearer $ADMIN_TOKEN`, compared in constant time.

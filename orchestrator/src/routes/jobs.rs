@@ -91,6 +91,15 @@ impl From<TaskRecord> for JobView {
     }
 }
 
+/// Ids are UUIDs: anything much longer, or an idempotency record's id, cannot
+/// be a job, and must not reach the store as a key of arbitrary size.
+pub fn check_job_id(job_id: &str) -> Result<(), ApiError> {
+    if job_id.len() > 64 || job_id.starts_with("idempotency#") {
+        return Err(ApiError::not_found("Job not found"));
+    }
+    Ok(())
+}
+
 /// A job's status; 404 `{"detail":"Job not found"}` for an unknown id.
 #[utoipa::path(get, path = "/api/v1/jobs/{job_id}", tag = "jobs",
     params(("job_id" = String, Path, description = "The id a submit returned")),
@@ -102,11 +111,7 @@ pub async fn get_job(
     State(app): State<AppState>,
     Path(job_id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    // Ids are UUIDs; anything else cannot be a job (and must not reach the
-    // store as a key of arbitrary size).
-    if job_id.len() > 64 || job_id.starts_with("idempotency#") {
-        return Err(ApiError::not_found("Job not found"));
-    }
+    check_job_id(&job_id)?;
     match app.tasks.get(&job_id).await? {
         Some(record) => Ok(Json(JobView::from(record))),
         None => Err(ApiError::not_found("Job not found")),
@@ -127,9 +132,7 @@ pub async fn cancel_job(
     State(app): State<AppState>,
     Path(job_id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    if job_id.len() > 64 || job_id.starts_with("idempotency#") {
-        return Err(ApiError::not_found("Job not found"));
-    }
+    check_job_id(&job_id)?;
     let change =
         StatusChange::to(JobStatus::Cancelled, crate::unix_now()).error("cancelled by request");
     match app

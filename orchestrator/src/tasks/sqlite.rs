@@ -18,6 +18,21 @@ impl SqliteTaskStore {
         Self { pools }
     }
 
+    /// Applied when the conditional update touched the row, else refused
+    /// with the status found.
+    async fn outcome(
+        &self,
+        task_id: &str,
+        rows_affected: u64,
+    ) -> Result<Transition, TaskStoreError> {
+        if rows_affected > 0 {
+            return Ok(Transition::Applied);
+        }
+        Ok(Transition::Refused {
+            current: self.current_status(task_id).await?,
+        })
+    }
+
     async fn current_status(&self, task_id: &str) -> Result<Option<String>, TaskStoreError> {
         Ok(self.get(task_id).await?.and_then(|r| r.status))
     }
@@ -165,13 +180,7 @@ impl TaskStore for SqliteTaskStore {
             .execute(&self.pools.writes)
             .await
             .map_err(sqlite_error)?;
-        if done.rows_affected() > 0 {
-            Ok(Transition::Applied)
-        } else {
-            Ok(Transition::Refused {
-                current: self.current_status(task_id).await?,
-            })
-        }
+        self.outcome(task_id, done.rows_affected()).await
     }
 
     async fn fail_if_stale(
@@ -194,13 +203,7 @@ impl TaskStore for SqliteTaskStore {
         .execute(&self.pools.writes)
         .await
         .map_err(sqlite_error)?;
-        if done.rows_affected() > 0 {
-            Ok(Transition::Applied)
-        } else {
-            Ok(Transition::Refused {
-                current: self.current_status(task_id).await?,
-            })
-        }
+        self.outcome(task_id, done.rows_affected()).await
     }
 
     async fn stale(
