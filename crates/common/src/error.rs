@@ -17,6 +17,8 @@ use serde::Serialize;
 pub struct ApiError {
     status: StatusCode,
     detail: String,
+    /// Seconds for a `Retry-After` header (429 and 503 answers).
+    retry_after: Option<u64>,
 }
 
 /// The body of every error response.
@@ -31,7 +33,20 @@ impl ApiError {
         Self {
             status,
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// Adds a `Retry-After: <seconds>` header to the answer.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
+    }
+
+    /// 429: the caller went over a rate limit or quota; `retry_after`
+    /// seconds until it may try again.
+    pub fn too_many_requests(detail: impl Into<String>, retry_after: u64) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, detail).retry_after(retry_after)
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -105,13 +120,19 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(ErrorBody {
                 detail: self.detail,
             }),
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

@@ -3,6 +3,7 @@
 //! request ids, tracing, graceful shutdown) and the one API error type.
 
 pub mod aws;
+pub mod caller;
 pub mod config;
 pub mod error;
 pub mod extract;
