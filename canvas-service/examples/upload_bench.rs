@@ -78,6 +78,9 @@ impl Server {
             .env("BIND_ADDR", "127.0.0.1")
             .env("DATA_DIR", data_dir.path())
             .env("RUST_LOG", "warn")
+            // A benchmark is the one client a rate limit exists to stop.
+            .env("RATE_LIMIT_UPLOADS_PER_MINUTE", "0")
+            .env("RATE_LIMIT_SESSIONS_PER_MINUTE", "0")
             .env("MAX_UPLOAD_BYTES", (300u64 * 1024 * 1024).to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use common::object_store::{LocalStore, ObjectStore, S3Store};
+use common::{
+    object_store::{LocalStore, ObjectStore, S3Store},
+    rate_limit::RateLimit,
+};
 
 use crate::{
     config::{CanvasConfig, StorageSettings},
@@ -16,6 +19,9 @@ pub struct App {
     /// at `/<key>` itself.
     pub local_files: Option<Arc<LocalStore>>,
     pub max_upload_bytes: u64,
+    /// Per-client limits on uploads and new sessions.
+    pub uploads_rate: Arc<RateLimit>,
+    pub sessions_rate: Arc<RateLimit>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +71,8 @@ impl App {
             store,
             local_files,
             max_upload_bytes: config.max_upload_bytes,
+            uploads_rate: RateLimit::new("uploads", config.uploads_rate),
+            sessions_rate: RateLimit::new("new sessions", config.sessions_rate),
         })
     }
 }

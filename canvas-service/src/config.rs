@@ -8,6 +8,7 @@ use common::{
     aws::AwsSettings,
     config::{ConfigError, Env, HttpSettings},
     object_store::PublicUrls,
+    rate_limit::LimitSettings,
     telemetry::LogFormat,
 };
 
@@ -22,7 +23,23 @@ pub struct CanvasConfig {
     pub storage: StorageSettings,
     /// `MAX_UPLOAD_BYTES`: the largest image accepted, in bytes.
     pub max_upload_bytes: u64,
+    /// `RATE_LIMIT_UPLOADS_PER_MINUTE` / `RATE_LIMIT_UPLOADS_BURST`.
+    pub uploads_rate: LimitSettings,
+    /// `RATE_LIMIT_SESSIONS_PER_MINUTE` / `RATE_LIMIT_SESSIONS_BURST`.
+    pub sessions_rate: LimitSettings,
 }
+
+/// Dropping a folder of images onto the canvas uploads them all at once.
+pub const DEFAULT_UPLOADS_RATE: LimitSettings = LimitSettings {
+    per_minute: 120,
+    burst: 60,
+};
+
+/// The frontend creates one session per page load.
+pub const DEFAULT_SESSIONS_RATE: LimitSettings = LimitSettings {
+    per_minute: 20,
+    burst: 10,
+};
 
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
@@ -158,6 +175,18 @@ impl CanvasConfig {
             database,
             storage,
             max_upload_bytes,
+            uploads_rate: LimitSettings::from_env(
+                env,
+                "RATE_LIMIT_UPLOADS_PER_MINUTE",
+                "RATE_LIMIT_UPLOADS_BURST",
+                DEFAULT_UPLOADS_RATE,
+            )?,
+            sessions_rate: LimitSettings::from_env(
+                env,
+                "RATE_LIMIT_SESSIONS_PER_MINUTE",
+                "RATE_LIMIT_SESSIONS_BURST",
+                DEFAULT_SESSIONS_RATE,
+            )?,
         })
     }
 }

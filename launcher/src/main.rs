@@ -23,6 +23,14 @@ async fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+    // The orchestrator accepts image URLs of the canvas it runs beside;
+    // both must agree on that origin when CANVAS_PORT moves it.
+    let env = match env.lookup(&["PUBLIC_BASE_URL"]) {
+        Some(_) => env.clone(),
+        None => env
+            .clone()
+            .with("PUBLIC_BASE_URL", format!("http://localhost:{canvas_port}")),
+    };
     let canvas_config =
         canvas_service::CanvasConfig::from_env(&env.clone().with("PORT", canvas_port.to_string()));
     let orchestrator_config = orchestrator::OrchestratorConfig::from_env(

@@ -139,6 +139,8 @@ async fn whole_path(
     let orchestrator_config = orchestrator::OrchestratorConfig::from_env(
         &Env::from_pairs(orchestrator_env)
             .with("DATA_DIR", data_dir)
+            // As the launcher does: job image URLs point at this canvas.
+            .with("PUBLIC_BASE_URL", canvas_url.clone())
             .with("GPU_BACKEND_URL", inference_url)
             .with("EVENTS_POLL_MILLIS", "100"),
     )
@@ -311,6 +313,12 @@ async fn postgres_and_moto() {
             "https://cdn.example.test".to_owned(),
         ),
     ]);
-    let orchestrator = testkit::orchestrator_aws_env(3).await;
+    let mut orchestrator = testkit::orchestrator_aws_env(3).await;
+    // The test CDN has no DNS name: listed on purpose, so the worker
+    // does not try to resolve it.
+    orchestrator.push((
+        "IMAGE_URL_ORIGINS".to_owned(),
+        "https://cdn.example.test".to_owned(),
+    ));
     whole_path(canvas, orchestrator, true).await;
 }

@@ -104,6 +104,12 @@ impl Server {
             .env("DATA_DIR", data_dir.path())
             .env("RUST_LOG", "warn")
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            // A benchmark is the one client a rate limit exists to stop.
+            .env("IMAGE_URL_ORIGINS", "https://cdn.example.test")
+            .env("RATE_LIMIT_JOBS_PER_MINUTE", "0")
+            .env("DAILY_JOB_QUOTA", "0")
+            .env("MAX_GPU_BACKLOG", "0")
+            .env("MAX_CPU_BACKLOG", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

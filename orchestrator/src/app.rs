@@ -7,10 +7,13 @@ use gpu::{Ec2GpuHost, GpuController, GpuHandle, GpuHost, GpuWork, NoGpuHost, Wor
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use tokio_util::sync::CancellationToken;
 
+use common::rate_limit::RateLimit;
+
 use crate::{
-    config::{OrchestratorConfig, QueueSettings, TaskStoreSettings},
+    config::{AdmissionSettings, OrchestratorConfig, QueueSettings, TaskStoreSettings},
     jobs::watch::JobWatcher,
     jobs::{QueueName, kinds::gpu_job_types},
+    jobs::{admission::Backlog, image_urls::ImageUrlPolicy},
     queue::{EmbeddedQueue, JobQueue, SqsQueue},
     tasks::{DynamoTaskStore, SqliteTaskStore, TaskStore},
 };
@@ -34,6 +37,13 @@ pub struct App {
     pub watcher: JobWatcher,
     /// Which backends are in use, for the logs and `GET /`.
     pub backends: Backends,
+    /// Where the image URLs of a job may point.
+    pub image_urls: Arc<ImageUrlPolicy>,
+    pub admission: AdmissionSettings,
+    /// The per-client rate limit on submits.
+    pub jobs_rate: Arc<RateLimit>,
+    /// Queue depths as last read, for the backlog caps.
+    pub backlog: Backlog,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -151,6 +161,10 @@ impl App {
             },
         };
         tracing::info!(?backends, "orchestrator parts ready");
+        tracing::info!(
+            allowed = config.image_urls.describe(),
+            "job image URLs must point at these origins (IMAGE_URL_ORIGINS)"
+        );
         let gpu_settings = config.gpu.controller.clone();
         let shutdown = CancellationToken::new();
         let work = Arc::new(QueueAndStoreWork {
@@ -172,6 +186,7 @@ impl App {
                 .map(|(queue, url)| {
                     let defaults = crate::worker::WorkerSettings::new(*queue, url);
                     crate::worker::WorkerSettings {
+                        image_urls: Arc::new(config.image_urls.clone()),
                         concurrency: config.worker_concurrency,
                         poll_min: config.worker_poll,
                         poll_max: config.worker_poll * 10,
@@ -192,6 +207,10 @@ impl App {
             sweep_interval: config.sweep_interval,
             shutdown,
             backends,
+            image_urls: Arc::new(config.image_urls.clone()),
+            admission: config.admission.clone(),
+            jobs_rate: RateLimit::new("job submits", config.admission.jobs_rate),
+            backlog: Backlog::default(),
         })
     }
 

@@ -3,7 +3,7 @@
 //! - dead letters: a job whose message gave up is marked `failed`;
 //! - reaper: a job left `processing` with no update for `JOB_TIMEOUT_MINUTES`
 //!   is marked `failed`;
-//! - queue depths for `/metrics`.
+//! - queue depths for `/metrics` and the backlog caps.
 
 use std::{sync::Arc, time::Duration};
 
@@ -27,7 +27,8 @@ pub fn spawn(app: Arc<App>) {
             tracing::warn!(error = %e, "reaper failed; will retry");
         }
     }));
-    tokio::spawn(every(app, Duration::from_secs(15), |app| async move {
+    let depth_interval = app.admission.queue_depth_interval;
+    tokio::spawn(every(app, depth_interval, |app| async move {
         record_queue_depths(&app).await;
     }));
 }
@@ -162,6 +163,8 @@ pub async fn record_queue_depths(app: &App) {
     for name in [QueueName::Gpu, QueueName::Cpu] {
         match app.queue(name).depth().await {
             Ok(depth) => {
+                app.backlog
+                    .observed(name, depth.visible.saturating_add(depth.in_flight));
                 telemetry::queue_depth(name.as_str(), "visible", depth.visible);
                 telemetry::queue_depth(name.as_str(), "in_flight", depth.in_flight);
             }

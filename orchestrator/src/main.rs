@@ -168,6 +168,14 @@ async fn worker(
         common::http::shutdown_signal().await;
         stop.cancel();
     });
+    let settings = WorkerSettings {
+        image_urls: Arc::new(config.image_urls.clone()),
+        ..settings
+    };
+    tracing::info!(
+        allowed = settings.image_urls.describe(),
+        "jobs whose image URLs point elsewhere are dead-lettered (IMAGE_URL_ORIGINS)"
+    );
     Arc::new(Worker::new(stores.tasks, queue, settings))
         .run(shutdown)
         .await;

@@ -51,6 +51,11 @@ fn settings(queue: QueueName, backend: &Inference) -> WorkerSettings {
 
 fn worker(app: &TestApp, settings: WorkerSettings) -> Arc<Worker> {
     let queue = app.app.queue(settings.queue).clone();
+    // The worker checks image URLs against the same origins as the API.
+    let settings = WorkerSettings {
+        image_urls: app.app.image_urls.clone(),
+        ..settings
+    };
     Arc::new(Worker::new(app.app.tasks.clone(), queue, settings))
 }
 

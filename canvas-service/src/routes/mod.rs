@@ -12,8 +12,9 @@ mod upload;
 
 use std::sync::Arc;
 
-use axum::{Json, Router, extract::DefaultBodyLimit, routing::get};
+use axum::{Json, Router, extract::DefaultBodyLimit, middleware, routing::get};
 pub use common::extract::ApiJson;
+use common::rate_limit::{LimitSettings, RateLimit, limit};
 use common::{ApiError, config::HttpSettings};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
@@ -39,13 +40,23 @@ const FORM_OVERHEAD: usize = 256 * 1024;
 )]
 struct ApiDoc;
 
+/// The per-client limits of the routes that cost something.
+struct Limits {
+    uploads: Arc<RateLimit>,
+    sessions: Arc<RateLimit>,
+}
+
 /// `upload_limit` bounds a whole upload request (file plus form overhead).
-fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
+fn api(upload_limit: usize, limits: Limits) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::root))
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
-        .routes(routes!(session::create_session))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(session::create_session))
+                .layer(middleware::from_fn_with_state(limits.sessions, limit)),
+        )
         .routes(routes!(list_images::list_images))
         .routes(routes!(add_image::add_image))
         .routes(routes!(update_position::update_position))
@@ -56,13 +67,23 @@ fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(upload::upload))
-                .layer(DefaultBodyLimit::max(upload_limit)),
+                .layer(DefaultBodyLimit::max(upload_limit))
+                // Before the body is read: a refused upload costs nothing.
+                .layer(middleware::from_fn_with_state(limits.uploads, limit)),
         )
 }
 
 /// The OpenAPI document of every endpoint, as served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api(0).split_for_parts().1
+    let off = LimitSettings {
+        per_minute: 0,
+        burst: 0,
+    };
+    let limits = Limits {
+        uploads: RateLimit::new("uploads", off),
+        sessions: RateLimit::new("new sessions", off),
+    };
+    api(0, limits).split_for_parts().1
 }
 
 /// The complete service: API routes, `/openapi.json`, the object files (when
@@ -71,7 +92,11 @@ pub fn router(app: AppState, http: &HttpSettings) -> Router {
     let upload_limit = usize::try_from(app.max_upload_bytes)
         .unwrap_or(usize::MAX)
         .saturating_add(FORM_OVERHEAD);
-    let (api_routes, doc) = api(upload_limit).split_for_parts();
+    let limits = Limits {
+        uploads: app.uploads_rate.clone(),
+        sessions: app.sessions_rate.clone(),
+    };
+    let (api_routes, doc) = api(upload_limit, limits).split_for_parts();
     let doc = Arc::new(doc);
     let routes = api_routes
         .route(

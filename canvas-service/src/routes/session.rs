@@ -18,6 +18,8 @@ pub struct SessionCreated {
     responses(
         (status = 200, body = SessionCreated),
         (status = 503, description = "Database unavailable", body = common::error::ErrorBody),
+        (status = 429, description = "Rate limit reached; see `Retry-After`", body = common::error::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     ))]
 pub async fn create_session(State(app): State<AppState>) -> Result<Json<SessionCreated>, ApiError> {
     let session_id = Uuid::new_v4();

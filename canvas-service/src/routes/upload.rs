@@ -39,6 +39,8 @@ pub struct UploadForm {
         (status = 413, description = "Larger than MAX_UPLOAD_BYTES", body = common::error::ErrorBody),
         (status = 415, description = "Not an accepted image, or not what it claims to be", body = common::error::ErrorBody),
         (status = 422, description = "Missing or malformed field", body = common::error::ErrorBody),
+        (status = 429, description = "Rate limit reached; see `Retry-After`", body = common::error::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     ))]
 pub async fn upload(
     State(app): State<AppState>,

@@ -151,6 +151,9 @@ pub struct HttpSettings {
     pub port: u16,
     /// `CORS_ORIGINS`; empty means "any origin" (local development).
     pub cors_origins: Vec<String>,
+    /// `TRUSTED_PROXY_HOPS`: load balancers in front of the service that
+    /// append to `X-Forwarded-For`; 0 (the default) trusts only the TCP peer.
+    pub trusted_proxy_hops: usize,
 }
 
 impl HttpSettings {
@@ -168,6 +171,7 @@ impl HttpSettings {
             bind: env.parse_or(&["BIND_ADDR"], std::net::Ipv4Addr::UNSPECIFIED.into())?,
             port: env.parse_or(&["PORT"], default_port)?,
             cors_origins,
+            trusted_proxy_hops: env.parse_or(&["TRUSTED_PROXY_HOPS"], 0)?,
         })
     }
 }

@@ -69,6 +69,10 @@ pub fn cors_layer(origins: &[String]) -> CorsLayer {
 /// the CORS headers the browser needs to read its status.
 pub fn with_middleware(router: Router, settings: &HttpSettings) -> Router {
     router
+        .layer(axum::middleware::from_fn_with_state(
+            settings.trusted_proxy_hops,
+            crate::rate_limit::identify_client,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
@@ -101,9 +105,12 @@ pub async fn serve(router: Router, settings: &HttpSettings, service: &str) -> st
     let addr = SocketAddr::new(settings.bind, settings.port);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, service, "listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     tracing::info!(service, "stopped");
     Ok(())
 }

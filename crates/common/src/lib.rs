@@ -10,6 +10,7 @@ pub mod extract;
 pub mod http;
 pub mod image_kind;
 pub mod object_store;
+pub mod rate_limit;
 pub mod telemetry;
 
 pub use error::ApiError;

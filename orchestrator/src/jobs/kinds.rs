@@ -74,15 +74,18 @@ macro_rules! job_kinds {
                 responses(
                     (status = 202, body = crate::jobs::submit::JobAccepted),
                     (status = 409, description = "Idempotency-Key reused with a different body", body = common::error::ErrorBody),
-                    (status = 422, description = "Invalid field; `detail` names it", body = common::error::ErrorBody),
+                    (status = 422, description = "Invalid field, or an image URL outside the allowed origins; `detail` names it", body = common::error::ErrorBody),
+                    (status = 429, description = "Rate limit, daily quota or queue backlog reached; see `Retry-After`", body = common::error::ErrorBody,
+                        headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
                     (status = 503, description = "Task store or queue unavailable; the job was not accepted", body = common::error::ErrorBody),
                 ))]
             pub async fn $handler(
                 state: axum::extract::State<crate::routes::AppState>,
+                client: Option<axum::Extension<common::rate_limit::ClientKey>>,
                 headers: axum::http::HeaderMap,
                 body: common::extract::ApiJson<$request>,
             ) -> Result<(axum::http::StatusCode, axum::Json<crate::jobs::submit::JobAccepted>), ApiError> {
-                crate::jobs::submit::submit_handler(state, headers, body).await
+                crate::jobs::submit::submit_handler(state, client, headers, body).await
             }
         )*
 

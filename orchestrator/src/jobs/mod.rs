@@ -1,6 +1,8 @@
 //! Jobs: the kinds the orchestrator accepts, their statuses, and the submit
 //! path that records and queues them.
 
+pub mod admission;
+pub mod image_urls;
 pub mod kinds;
 pub mod status;
 pub mod submit;

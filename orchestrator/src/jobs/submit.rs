@@ -7,17 +7,17 @@
 use std::time::Duration;
 
 use axum::{
-    Json,
+    Extension, Json,
     extract::State,
     http::{HeaderMap, StatusCode},
 };
-use common::{ApiError, extract::ApiJson};
+use common::{ApiError, extract::ApiJson, rate_limit::ClientKey};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::{JobKind, JobRequest, JobStatus, QueueName};
+use super::{JobKind, JobRequest, JobStatus, QueueName, admission, image_urls::url_fields};
 use crate::{
     App,
     routes::AppState,
@@ -40,13 +40,25 @@ pub struct JobAccepted {
 
 pub async fn submit_handler<T: JobRequest>(
     State(app): State<AppState>,
+    client: Option<Extension<ClientKey>>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<T>,
 ) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
     request.validate()?;
     let request_body = serde_json::to_value(&request).map_err(ApiError::internal)?;
+    // The hosts fetch these URLs from inside the VPC: only the canvas's
+    // own origins (or IMAGE_URL_ORIGINS) may appear.
+    for (field, url) in url_fields(&request_body) {
+        app.image_urls
+            .check(url)
+            .map_err(|refusal| ApiError::invalid_field(field, refusal))?;
+    }
+    admission::check_backlog(&app.admission, &app.backlog, T::KIND.queue)?;
     let key = idempotency_key(&headers)?;
-    let accepted = submit(&app, &T::KIND, request_body, key.as_deref()).await?;
+    // The rate-limit layer names the client; without it (a router driven
+    // directly) every caller is one client.
+    let client = client.map_or_else(|| ClientKey("ip:unknown".to_owned()), |c| c.0);
+    let accepted = submit(&app, &T::KIND, request_body, key.as_deref(), &client).await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
@@ -89,6 +101,7 @@ pub async fn submit(
     kind: &'static JobKind,
     request_body: Value,
     idempotency_key: Option<&str>,
+    client: &ClientKey,
 ) -> Result<JobAccepted, ApiError> {
     let task_id = uuid::Uuid::new_v4().to_string();
     let now = crate::unix_now();
@@ -139,7 +152,21 @@ pub async fn submit(
         }
     }
 
-    let accepted = accept(app, kind, &task_id, &request_body, now).await;
+    // After the idempotency check, so a replayed submit costs nothing.
+    let counted =
+        admission::count_against_quota(&app.admission, app.tasks.as_ref(), client, now).await;
+    let accepted = match counted {
+        Ok(ticket) => {
+            let accepted = accept(app, kind, &task_id, &request_body, now).await;
+            if accepted.is_err()
+                && let Some(ticket) = ticket
+            {
+                ticket.give_back(app.tasks.as_ref()).await;
+            }
+            accepted
+        }
+        Err(refused) => Err(refused),
+    };
     if accepted.is_err()
         && let Some(key_hash) = &key_hash
         && let Err(e) = app.tasks.release_idempotency_key(key_hash, &task_id).await
@@ -147,6 +174,7 @@ pub async fn submit(
         tracing::warn!(task_id, error = %e, "could not free the idempotency key of a refused job");
     }
     accepted?;
+    app.backlog.accepted(kind.queue);
     telemetry::job_submitted(kind.name);
     if kind.queue == QueueName::Gpu {
         app.gpu_work_arrived();

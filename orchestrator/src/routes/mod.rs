@@ -33,9 +33,15 @@ pub type AppState = Arc<App>;
 )]
 struct ApiDoc;
 
-fn api() -> OpenApiRouter<AppState> {
+/// `jobs_rate` limits the submit routes per client.
+fn api(jobs_rate: Arc<common::rate_limit::RateLimit>) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(crate::jobs::kinds::routes())
+        .merge(
+            crate::jobs::kinds::routes().layer(middleware::from_fn_with_state(
+                jobs_rate,
+                common::rate_limit::limit,
+            )),
+        )
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(events::job_events))
@@ -54,11 +60,17 @@ fn api() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of every endpoint, as served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+    let off = common::rate_limit::LimitSettings {
+        per_minute: 0,
+        burst: 0,
+    };
+    api(common::rate_limit::RateLimit::new("job submits", off))
+        .split_for_parts()
+        .1
 }
 
 pub fn router(app: AppState, http: &HttpSettings) -> Router {
-    let (routes, doc) = api().split_for_parts();
+    let (routes, doc) = api(app.jobs_rate.clone()).split_for_parts();
     let doc = Arc::new(doc);
     let routes = routes
         .route(

@@ -15,7 +15,8 @@ use aws_sdk_dynamodb::{
 };
 
 use super::{
-    IdempotencyClaim, NewTask, StatusChange, TaskRecord, TaskStore, TaskStoreError, Transition,
+    IdempotencyClaim, NewTask, QuotaCount, StatusChange, TaskRecord, TaskStore, TaskStoreError,
+    Transition,
 };
 use crate::jobs::JobStatus;
 
@@ -476,6 +477,65 @@ impl TaskStore for DynamoTaskStore {
         match result {
             Ok(_) => Ok(()),
             // Already taken over by another job: nothing of ours to free.
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Ok(())
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn count_daily_job(
+        &self,
+        client: &str,
+        day: &str,
+        limit: u64,
+        expires_at: i64,
+    ) -> Result<QuotaCount, TaskStoreError> {
+        // Like the idempotency records: no `status`, so never in the GSI;
+        // `expires_at` is the table's TTL attribute.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("task_id", s(&format!("quota#{day}#{client}")))
+            .update_expression("SET expires_at = :exp ADD used :one")
+            .condition_expression("attribute_not_exists(used) OR used < :limit")
+            .expression_attribute_values(":exp", n(expires_at))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(limit))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(QuotaCount::Counted {
+                used: output
+                    .attributes()
+                    .and_then(|a| number(a, "used"))
+                    .and_then(|u| u64::try_from(u).ok())
+                    .unwrap_or(1),
+            }),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Ok(QuotaCount::Exhausted)
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    async fn uncount_daily_job(&self, client: &str, day: &str) -> Result<(), TaskStoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("task_id", s(&format!("quota#{day}#{client}")))
+            .update_expression("ADD used :minus")
+            .condition_expression("used > :zero")
+            .expression_attribute_values(":minus", n(-1))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
             Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
                 Ok(())
             }

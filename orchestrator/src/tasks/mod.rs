@@ -128,6 +128,15 @@ pub enum IdempotencyClaim {
     },
 }
 
+/// One client's jobs on one UTC day, against the daily quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaCount {
+    /// Counted; this many jobs (this one included) so far today.
+    Counted { used: u64 },
+    /// The day's quota is used up; nothing was counted.
+    Exhausted,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TaskStoreError {
     #[error("task {0} already exists")]
@@ -212,6 +221,21 @@ pub trait TaskStore: Send + Sync + 'static {
         key_hash: &str,
         task_id: &str,
     ) -> Result<(), TaskStoreError>;
+
+    /// Counts one job against `client`'s quota for `day` (`YYYY-MM-DD`,
+    /// UTC), atomically and only while fewer than `limit` are counted, so
+    /// several orchestrators on one store share one count. The count may be
+    /// forgotten after `expires_at` (Unix s).
+    async fn count_daily_job(
+        &self,
+        client: &str,
+        day: &str,
+        limit: u64,
+        expires_at: i64,
+    ) -> Result<QuotaCount, TaskStoreError>;
+
+    /// Gives back a count taken for a job that was then not accepted.
+    async fn uncount_daily_job(&self, client: &str, day: &str) -> Result<(), TaskStoreError>;
 
     /// Readiness: one round trip.
     async fn ping(&self) -> Result<(), TaskStoreError>;

@@ -5,7 +5,8 @@
 use sqlx::{Row, sqlite::SqliteRow};
 
 use super::{
-    IdempotencyClaim, NewTask, StatusChange, TaskRecord, TaskStore, TaskStoreError, Transition,
+    IdempotencyClaim, NewTask, QuotaCount, StatusChange, TaskRecord, TaskStore, TaskStoreError,
+    Transition,
 };
 use crate::{app::SqlitePools, jobs::JobStatus};
 
@@ -304,6 +305,59 @@ impl TaskStore for SqliteTaskStore {
             .execute(&self.pools.writes)
             .await
             .map_err(sqlite_error)?;
+        Ok(())
+    }
+
+    async fn count_daily_job(
+        &self,
+        client: &str,
+        day: &str,
+        limit: u64,
+        expires_at: i64,
+    ) -> Result<QuotaCount, TaskStoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // One statement: insert the day's first count, or add one while
+        // under the limit; no row back means the quota is used up.
+        let used: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO job_quota (client, day, used, expires_at) VALUES ($1, $2, 1, $3)
+             ON CONFLICT (client, day) DO UPDATE SET used = job_quota.used + 1
+             WHERE job_quota.used < $4
+             RETURNING used",
+        )
+        .bind(client)
+        .bind(day)
+        .bind(expires_at)
+        .bind(limit)
+        .fetch_optional(&self.pools.writes)
+        .await
+        .map_err(sqlite_error)?;
+        match used {
+            Some(used) => {
+                if used == 1 {
+                    // A client's first job of the day: forget past days.
+                    sqlx::query("DELETE FROM job_quota WHERE expires_at < $1")
+                        .bind(crate::unix_now())
+                        .execute(&self.pools.writes)
+                        .await
+                        .map_err(sqlite_error)?;
+                }
+                Ok(QuotaCount::Counted {
+                    used: u64::try_from(used).unwrap_or(0),
+                })
+            }
+            None => Ok(QuotaCount::Exhausted),
+        }
+    }
+
+    async fn uncount_daily_job(&self, client: &str, day: &str) -> Result<(), TaskStoreError> {
+        sqlx::query(
+            "UPDATE job_quota SET used = used - 1 WHERE client = $1 AND day = $2 AND used > 0",
+        )
+        .bind(client)
+        .bind(day)
+        .execute(&self.pools.writes)
+        .await
+        .map_err(sqlite_error)?;
         Ok(())
     }
 

@@ -18,7 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use self::backend::{Backend, BackendError, BackendStatus};
 use crate::{
-    jobs::{JobStatus, QueueName},
+    jobs::{
+        JobStatus, QueueName,
+        image_urls::{ImageUrlPolicy, url_fields},
+    },
     queue::{JobQueue, QueueMessage},
     tasks::{Detail, StatusChange, TaskStore, Transition},
 };
@@ -43,6 +46,9 @@ pub struct WorkerSettings {
     /// After a transient failure the message comes back after this (times
     /// the attempt number), until the queue dead-letters it.
     pub retry_delay: Duration,
+    /// Where a job's image URLs may point; anything else is never handed to
+    /// the backend (whoever put the message on the queue).
+    pub image_urls: Arc<ImageUrlPolicy>,
 }
 
 impl WorkerSettings {
@@ -57,6 +63,7 @@ impl WorkerSettings {
             poll_min: Duration::from_millis(500),
             poll_max: Duration::from_secs(5),
             retry_delay: Duration::from_secs(10),
+            image_urls: Arc::new(ImageUrlPolicy::local_default()),
         }
     }
 }
@@ -174,6 +181,10 @@ impl Worker {
                     .await;
             }
         };
+        if let Err(reason) = self.check_image_urls(&job).await {
+            self.refuse(&job.task_id, &reason).await;
+            return self.dead_letter(&message, &reason).await;
+        }
         let record = match self.tasks.get(&job.task_id).await {
             Ok(Some(record)) => record,
             Ok(None) => {
@@ -238,6 +249,35 @@ impl Worker {
             release,
         )
         .await
+    }
+
+    /// Every `*_url` of the request, by text and by what its host resolves
+    /// to, before anything reaches the backend.
+    async fn check_image_urls(&self, job: &JobMessage) -> Result<(), String> {
+        for (field, url) in url_fields(&job.request_body) {
+            if let Err(refusal) = self.settings.image_urls.check_resolved(url).await {
+                return Err(format!("{field}: {refusal}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A job that must not run ends `failed` with the reason, if it is still
+    /// waiting; the message then goes to the dead letters.
+    async fn refuse(&self, task_id: &str, reason: &str) {
+        let change = StatusChange::to(JobStatus::Failed, crate::unix_now())
+            .error(format!("refused: {reason}"));
+        if let Err(e) = self
+            .tasks
+            .transition(
+                task_id,
+                &[JobStatus::Pending, JobStatus::Processing],
+                &change,
+            )
+            .await
+        {
+            tracing::warn!(task_id, error = %e, "could not mark a refused job failed");
+        }
     }
 
     async fn run_job(

@@ -25,6 +25,9 @@ use tempfile::TempDir;
 use tower::ServiceExt;
 
 pub const FRONTEND: &str = "http://localhost:3000";
+/// The CDN origin the tests' image URLs point at, listed in
+/// `IMAGE_URL_ORIGINS` (listed on purpose, so the worker does not resolve it).
+pub const IMAGE_ORIGIN: &str = "https://cdn.example.test";
 /// Receives before a message is dead-lettered, in every test queue.
 pub const MAX_RECEIVES: u32 = 2;
 
@@ -96,7 +99,10 @@ impl TestApp {
     pub fn embedded() -> TestAppBuilder {
         TestAppBuilder {
             backends: Backends::Embedded,
-            env: vec![("QUEUE_MAX_RECEIVE_COUNT".into(), MAX_RECEIVES.to_string())],
+            env: vec![
+                ("QUEUE_MAX_RECEIVE_COUNT".into(), MAX_RECEIVES.to_string()),
+                ("IMAGE_URL_ORIGINS".into(), IMAGE_ORIGIN.into()),
+            ],
         }
     }
 
@@ -111,7 +117,11 @@ impl TestApp {
         }
         Some(TestAppBuilder {
             backends: Backends::Aws,
-            env: testkit::orchestrator_aws_env(MAX_RECEIVES).await,
+            env: {
+                let mut env = testkit::orchestrator_aws_env(MAX_RECEIVES).await;
+                env.push(("IMAGE_URL_ORIGINS".into(), IMAGE_ORIGIN.into()));
+                env
+            },
         })
     }
 
@@ -202,7 +212,11 @@ impl TestApp {
                     .unwrap();
                 out.items()
                     .iter()
-                    .filter(|i| !i["task_id"].as_s().unwrap().starts_with("idempotency#"))
+                    // Idempotency keys and quota counts share the table.
+                    .filter(|i| {
+                        let id = i["task_id"].as_s().unwrap();
+                        !id.starts_with("idempotency#") && !id.starts_with("quota#")
+                    })
                     .map(|i| {
                         let s = |k: &str| i.get(k).and_then(|v| v.as_s().ok()).cloned();
                         (s("task_id").unwrap(), s("status"), s("error_message"))

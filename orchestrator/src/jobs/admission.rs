@@ -1,0 +1,134 @@
+//! Admission control on submits, after the per-client rate limit (a route
+//! layer, see `routes`): the backlog caps (global: how much work may wait on
+//! a queue) and the daily job quota (per client, shared by every
+//! orchestrator on the task store). Nothing here calls AWS on the request
+//! path: the backlog is read from a gauge the depth sweep keeps fresh, and
+//! the quota is one conditional write to the task store.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::{ApiError, rate_limit::ClientKey};
+use sha2::{Digest, Sha256};
+
+use super::QueueName;
+use crate::{
+    config::AdmissionSettings,
+    tasks::{QuotaCount, TaskStore},
+};
+
+/// Seconds a client refused for backlog is told to wait: long enough for a
+/// GPU job or two to finish.
+const BACKLOG_RETRY_SECONDS: u64 = 30;
+
+const DAY: i64 = 24 * 3600;
+
+/// The last known depth (visible + in flight) of each queue, plus the jobs
+/// accepted since it was read, so a burst between two reads is counted too.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    gpu: AtomicU64,
+    cpu: AtomicU64,
+}
+
+impl Backlog {
+    fn slot(&self, queue: QueueName) -> &AtomicU64 {
+        match queue {
+            QueueName::Gpu => &self.gpu,
+            QueueName::Cpu => &self.cpu,
+        }
+    }
+
+    pub fn get(&self, queue: QueueName) -> u64 {
+        self.slot(queue).load(Ordering::Relaxed)
+    }
+
+    /// A fresh read from the queue replaces the estimate.
+    pub fn observed(&self, queue: QueueName, depth: u64) {
+        self.slot(queue).store(depth, Ordering::Relaxed);
+    }
+
+    /// One more message was just sent.
+    pub fn accepted(&self, queue: QueueName) {
+        self.slot(queue).fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// 429 when the job's queue already holds its cap.
+pub fn check_backlog(
+    settings: &AdmissionSettings,
+    backlog: &Backlog,
+    queue: QueueName,
+) -> Result<(), ApiError> {
+    let cap = match queue {
+        QueueName::Gpu => settings.max_gpu_backlog,
+        QueueName::Cpu => settings.max_cpu_backlog,
+    };
+    let waiting = backlog.get(queue);
+    if cap > 0 && waiting >= cap {
+        tracing::warn!(
+            queue = queue.as_str(),
+            waiting,
+            cap,
+            "backlog cap reached: submit refused"
+        );
+        return Err(ApiError::too_many_requests(
+            format!(
+                "The {} queue is full ({waiting} jobs waiting or running, the limit is {cap}); try again shortly",
+                queue.as_str().to_uppercase()
+            ),
+            BACKLOG_RETRY_SECONDS,
+        ));
+    }
+    Ok(())
+}
+
+/// A job counted against a client's daily quota, to give back if the job
+/// is then not accepted.
+#[derive(Debug)]
+pub struct QuotaTicket {
+    client: String,
+    day: String,
+}
+
+impl QuotaTicket {
+    pub async fn give_back(self, tasks: &dyn TaskStore) {
+        if let Err(e) = tasks.uncount_daily_job(&self.client, &self.day).await {
+            tracing::warn!(error = %e, "could not give back a quota count");
+        }
+    }
+}
+
+/// Counts the job against the client's quota for today (UTC), or 429 with
+/// the seconds until midnight UTC. `None` when there is no quota.
+pub async fn count_against_quota(
+    settings: &AdmissionSettings,
+    tasks: &dyn TaskStore,
+    client: &ClientKey,
+    now: i64,
+) -> Result<Option<QuotaTicket>, ApiError> {
+    let limit = settings.daily_job_quota;
+    if limit == 0 {
+        return Ok(None);
+    }
+    let day_number = now.div_euclid(DAY);
+    let day = day_number.to_string();
+    let next_day = (day_number + 1) * DAY;
+    // Stored hashed: the count needs no one's address or user id in clear.
+    let hashed = hex::encode(&Sha256::digest(client.0.as_bytes())[..16]);
+    match tasks
+        .count_daily_job(&hashed, &day, limit, next_day + DAY)
+        .await?
+    {
+        QuotaCount::Counted { .. } => Ok(Some(QuotaTicket {
+            client: hashed,
+            day,
+        })),
+        QuotaCount::Exhausted => {
+            tracing::warn!(client = %client.0, limit, "daily job quota used up");
+            Err(ApiError::too_many_requests(
+                format!("Daily job quota used up ({limit} jobs per day); it resets at 00:00 UTC"),
+                u64::try_from(next_day - now).unwrap_or(1),
+            ))
+        }
+    }
+}
