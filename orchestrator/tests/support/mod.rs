@@ -56,10 +56,20 @@ impl TestAppBuilder {
         self
     }
 
+    /// Back to the zero-configuration image origins (or whatever else the
+    /// test sets).
+    pub fn without_image_origins(mut self) -> Self {
+        self.env.retain(|(k, _)| k != "IMAGE_URL_ORIGINS");
+        self
+    }
+
     pub async fn start(self) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut env = self.env;
-        env.push(("DATA_DIR".into(), dir.path().display().to_string()));
+        // A second orchestrator on the same embedded store names its DATA_DIR.
+        if !env.iter().any(|(k, _)| k == "DATA_DIR") {
+            env.push(("DATA_DIR".into(), dir.path().display().to_string()));
+        }
         let config = OrchestratorConfig::from_env(&Env::from_pairs(env.clone()))
             .expect("valid test configuration");
         let app = Arc::new(App::from_config(&config).await.expect("the app starts"));
@@ -123,6 +133,15 @@ impl TestApp {
                 env
             },
         })
+    }
+
+    /// A second orchestrator on the same parts as `app` (its queues, table
+    /// or SQLite file), as a second replica would be.
+    pub fn builder_like(app: &TestApp) -> TestAppBuilder {
+        TestAppBuilder {
+            backends: app.backends,
+            env: app.env.clone(),
+        }
     }
 
     pub fn var(&self, name: &str) -> Option<&str> {
