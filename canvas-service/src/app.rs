@@ -7,6 +7,7 @@ use common::object_store::{LocalStore, ObjectStore, S3Store};
 use crate::{
     config::{CanvasConfig, StorageSettings},
     db::{self, CanvasStore},
+    upload::UploadSlots,
 };
 
 pub struct App {
@@ -16,6 +17,8 @@ pub struct App {
     /// at `/<key>` itself.
     pub local_files: Option<Arc<LocalStore>>,
     pub max_upload_bytes: u64,
+    pub max_image_pixels: u64,
+    pub(crate) upload_slots: UploadSlots,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,8 @@ impl App {
             store,
             local_files,
             max_upload_bytes: config.max_upload_bytes,
+            max_image_pixels: config.max_image_pixels,
+            upload_slots: UploadSlots::new(config.max_concurrent_uploads),
         })
     }
 }

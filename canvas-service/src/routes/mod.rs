@@ -56,7 +56,10 @@ fn api(upload_limit: usize) -> OpenApiRouter<AppState> {
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(upload::upload))
-                .layer(DefaultBodyLimit::max(upload_limit)),
+                .layer(DefaultBodyLimit::max(upload_limit))
+                // Its body may take UPLOAD_TIMEOUT_SECONDS, not the 15 s of
+                // the other routes.
+                .layer(axum::middleware::from_fn(common::http::upload_deadline)),
         )
 }
 

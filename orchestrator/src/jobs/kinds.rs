@@ -73,6 +73,7 @@ macro_rules! job_kinds {
                     description = "Repeat a submit safely: the same key and body within 24 h return the same job")),
                 responses(
                     (status = 202, body = crate::jobs::submit::JobAccepted),
+                    (status = 408, description = "The body did not arrive within REQUEST_TIMEOUT_SECONDS", body = common::error::ErrorBody),
                     (status = 409, description = "Idempotency-Key reused with a different body", body = common::error::ErrorBody),
                     (status = 422, description = "Invalid field; `detail` names it", body = common::error::ErrorBody),
                     (status = 503, description = "Task store or queue unavailable; the job was not accepted", body = common::error::ErrorBody),
