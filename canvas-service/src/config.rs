@@ -172,12 +172,11 @@ impl CanvasConfig {
                 "must be greater than 0",
             ));
         }
-        let max_concurrent_uploads = match env
-            .parse_or(&["MAX_CONCURRENT_UPLOADS"], DEFAULT_MAX_CONCURRENT_UPLOADS)?
-        {
-            0 => None,
-            n => Some(n),
-        };
+        let max_concurrent_uploads =
+            match env.parse_or(&["MAX_CONCURRENT_UPLOADS"], DEFAULT_MAX_CONCURRENT_UPLOADS)? {
+                0 => None,
+                n => Some(n),
+            };
 
         Ok(Self {
             http,
@@ -231,10 +230,7 @@ mod tests {
         assert_eq!(config.max_upload_bytes, 25 * 1024 * 1024);
         assert_eq!(config.max_image_pixels, 100_000_000);
         assert_eq!(config.max_concurrent_uploads, Some(16));
-        assert_eq!(
-            config.http.deadlines.upload.after,
-            Duration::from_secs(60)
-        );
+        assert_eq!(config.http.deadlines.upload.after, Duration::from_secs(60));
         let unlimited = Env::from_pairs([("MAX_CONCURRENT_UPLOADS", "0")]);
         assert_eq!(
             CanvasConfig::from_env(&unlimited)

@@ -201,12 +201,10 @@ impl RequestDeadlines {
         };
         Ok(Self {
             request: request.unwrap_or(default(Self::DEFAULT_REQUEST_SECONDS)),
-            upload: upload
-                .or(request)
-                .unwrap_or(Deadline {
-                    setting: "UPLOAD_TIMEOUT_SECONDS",
-                    ..default(Self::DEFAULT_UPLOAD_SECONDS)
-                }),
+            upload: upload.or(request).unwrap_or(Deadline {
+                setting: "UPLOAD_TIMEOUT_SECONDS",
+                ..default(Self::DEFAULT_UPLOAD_SECONDS)
+            }),
         })
     }
 }

@@ -139,9 +139,7 @@ where
                 this.deadline.current(),
             )))));
         }
-        Pin::new(&mut this.inner)
-            .poll_frame(cx)
-            .map_err(Into::into)
+        Pin::new(&mut this.inner).poll_frame(cx).map_err(Into::into)
     }
 
     fn is_end_stream(&self) -> bool {

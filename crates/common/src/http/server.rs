@@ -110,7 +110,8 @@ async fn serve_connection(
         // `Router` is always ready and never fails.
         router.clone().call(request)
     });
-    let connection = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
+    let connection =
+        watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
     let mut connection = pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
