@@ -406,3 +406,34 @@ async fn a_trickled_json_body_is_408_and_shutdown_does_not_wait_for_it() {
         .expect("the server stops")
         .expect("cleanly");
 }
+
+/// Embedded only, as above. The upload route has its own deadline: with
+/// `UPLOAD_TIMEOUT_SECONDS=1` (and the 15 s default for the rest) a stalled
+/// upload is cut after 1 s, and the 408 names that setting.
+#[tokio::test]
+async fn the_upload_route_has_its_own_deadline() {
+    let app = TestApp::embedded()
+        .env("UPLOAD_TIMEOUT_SECONDS", "1")
+        .start()
+        .await;
+    let session = app.new_session().await;
+    let server = app.serve().await;
+    let (head, body) = upload_request(&session, &images::png(64, 64), false);
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    stream.write_all(&head).await.expect("send the head");
+    stream
+        .write_all(&body[..body.len() / 2])
+        .await
+        .expect("send half the form");
+    let raw = tokio::time::timeout(HANG_GUARD, read_until_closed(&mut stream))
+        .await
+        .expect("the stalled upload is cut");
+    let (status, detail) = parse_response(&raw);
+    assert_eq!(status, 408, "{detail}");
+    assert!(
+        detail.contains("within 1 s (UPLOAD_TIMEOUT_SECONDS)"),
+        "{detail}"
+    );
+    nothing_stored(&app, &session).await;
+    server.shut_down().await;
+}

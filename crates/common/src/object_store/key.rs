@@ -83,7 +83,7 @@ mod tests {
         assert_eq!(validate_key(&"a".repeat(1025)), Err(KeyError::TooLong));
         // 1024 bytes is still fine, in segments a file system can hold.
         assert_eq!(validate_key(&format!("{}aa", "a/".repeat(511))), Ok(()));
-        let segment = |n| format!("images/{}.png", "a".repeat(n - 4));
+        let segment = |n: usize| format!("images/{}.png", "a".repeat(n - 4));
         assert_eq!(validate_key(&segment(255)), Ok(()));
         assert_eq!(validate_key(&segment(256)), Err(KeyError::SegmentTooLong));
     }
