@@ -10,6 +10,7 @@ use common::{
 use crate::{
     config::{CanvasConfig, StorageSettings},
     db::{self, CanvasStore},
+    upload::UploadSlots,
 };
 
 pub struct App {
@@ -22,6 +23,8 @@ pub struct App {
     /// Per-client limits on uploads and new sessions.
     pub uploads_rate: Arc<RateLimit>,
     pub sessions_rate: Arc<RateLimit>,
+    pub max_image_pixels: u64,
+    pub(crate) upload_slots: UploadSlots,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,8 @@ impl App {
             max_upload_bytes: config.max_upload_bytes,
             uploads_rate: RateLimit::new("uploads", config.uploads_rate),
             sessions_rate: RateLimit::new("new sessions", config.sessions_rate),
+            max_image_pixels: config.max_image_pixels,
+            upload_slots: UploadSlots::new(config.max_concurrent_uploads),
         })
     }
 }

@@ -14,6 +14,13 @@ use common::{
 
 pub const DEFAULT_PORT: u16 = 9000;
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 25 * 1024 * 1024;
+/// 100 megapixels: a 10000 × 10000 image. Decoded as RGBA that is 400 MB,
+/// which is what a decompression bomb aims at (its file stays tiny).
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 100_000_000;
+/// Uploads spooling at once. A 0.25 vCPU task copes with this many streams
+/// to disk and S3; the rest are told to come back rather than queued on
+/// disk.
+pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct CanvasConfig {
@@ -27,6 +34,12 @@ pub struct CanvasConfig {
     pub uploads_rate: LimitSettings,
     /// `RATE_LIMIT_SESSIONS_PER_MINUTE` / `RATE_LIMIT_SESSIONS_BURST`.
     pub sessions_rate: LimitSettings,
+    /// `MAX_IMAGE_PIXELS`: the largest width × height accepted, as read from
+    /// the image's header.
+    pub max_image_pixels: u64,
+    /// `MAX_CONCURRENT_UPLOADS`: uploads received at once; past it, 503 with
+    /// `Retry-After`. `None` (set to 0) means no limit.
+    pub max_concurrent_uploads: Option<usize>,
 }
 
 /// Dropping a folder of images onto the canvas uploads them all at once.
@@ -169,6 +182,19 @@ impl CanvasConfig {
             ));
         }
 
+        let max_image_pixels = env.parse_or(&["MAX_IMAGE_PIXELS"], DEFAULT_MAX_IMAGE_PIXELS)?;
+        if max_image_pixels == 0 {
+            return Err(ConfigError::new(
+                "MAX_IMAGE_PIXELS",
+                "must be greater than 0",
+            ));
+        }
+        let max_concurrent_uploads =
+            match env.parse_or(&["MAX_CONCURRENT_UPLOADS"], DEFAULT_MAX_CONCURRENT_UPLOADS)? {
+                0 => None,
+                n => Some(n),
+            };
+
         Ok(Self {
             http,
             log_format: LogFormat::from_env(env)?,
@@ -187,6 +213,8 @@ impl CanvasConfig {
                 "RATE_LIMIT_SESSIONS_BURST",
                 DEFAULT_SESSIONS_RATE,
             )?,
+            max_image_pixels,
+            max_concurrent_uploads,
         })
     }
 }
@@ -229,6 +257,16 @@ mod tests {
         assert_eq!(config.database.url, "sqlite://./data/canvas.db");
         assert!(config.database.run_migrations);
         assert_eq!(config.max_upload_bytes, 25 * 1024 * 1024);
+        assert_eq!(config.max_image_pixels, 100_000_000);
+        assert_eq!(config.max_concurrent_uploads, Some(16));
+        assert_eq!(config.http.deadlines.upload.after, Duration::from_secs(60));
+        let unlimited = Env::from_pairs([("MAX_CONCURRENT_UPLOADS", "0")]);
+        assert_eq!(
+            CanvasConfig::from_env(&unlimited)
+                .unwrap()
+                .max_concurrent_uploads,
+            None
+        );
         match config.storage {
             StorageSettings::Local {
                 dir,
@@ -271,6 +309,10 @@ mod tests {
         for (name, value) in [
             ("MAX_UPLOAD_BYTES", "0"),
             ("MAX_UPLOAD_BYTES", "lots"),
+            ("MAX_IMAGE_PIXELS", "0"),
+            ("MAX_IMAGE_PIXELS", "-1"),
+            ("MAX_CONCURRENT_UPLOADS", "many"),
+            ("REQUEST_TIMEOUT_SECONDS", "0"),
             ("PUBLIC_BASE_URL", "localhost:9000"),
             ("PUBLIC_BASE_URL", "http://host/prefix"),
             ("DATABASE_URL", "mysql://x"),

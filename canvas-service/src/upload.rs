@@ -1,16 +1,59 @@
 //! Receiving an image: the multipart file is streamed to a spool file while
 //! it is counted and its first bytes kept, so memory stays flat whatever the
 //! size; then its type is read from those bytes and its dimensions from the
-//! file's header.
+//! file's header. A bounded number of uploads is received at once.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use axum::extract::multipart::{Field, MultipartError};
 use common::{
     ApiError,
     image_kind::{ImageKind, SNIFF_LEN},
 };
-use tokio::io::AsyncWriteExt;
+use tokio::{
+    io::AsyncWriteExt,
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
+
+/// How long a client refused for want of an upload slot is asked to wait.
+const SLOTS_RETRY_AFTER_SECONDS: u64 = 5;
+
+/// The uploads that may be received at once (`MAX_CONCURRENT_UPLOADS`).
+/// Each holds a spool file and a stream; past the limit a client is told to
+/// come back (503) instead of waiting in an unbounded queue on disk.
+pub struct UploadSlots {
+    slots: Option<(Arc<Semaphore>, usize)>,
+}
+
+impl UploadSlots {
+    /// `None`: no limit.
+    pub fn new(limit: Option<usize>) -> Self {
+        Self {
+            slots: limit.map(|n| (Arc::new(Semaphore::new(n)), n)),
+        }
+    }
+
+    /// A slot for one upload, held until it is dropped; 503 with
+    /// `Retry-After` when all are taken. Never waits.
+    pub fn try_take(&self) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+        let Some((semaphore, limit)) = &self.slots else {
+            return Ok(None);
+        };
+        match semaphore.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Some(permit)),
+            Err(_) => Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{limit} uploads are already in progress (MAX_CONCURRENT_UPLOADS); try again shortly"
+                ),
+            )
+            .retry_after(SLOTS_RETRY_AFTER_SECONDS)),
+        }
+    }
+}
 
 /// A file in the spool directory, removed when dropped unless the object
 /// store took it away first.
@@ -35,7 +78,12 @@ impl Drop for SpooledFile {
     }
 }
 
+/// A multipart body that could not be read: 408 when it did not arrive
+/// before the request's deadline, else axum's status (400, 413).
 pub fn multipart_error(err: MultipartError) -> ApiError {
+    if let Some(timed_out) = common::http::timed_out(&err) {
+        return timed_out.into();
+    }
     ApiError::new(
         err.status(),
         format!("malformed multipart body: {}", err.body_text()),
@@ -112,8 +160,10 @@ pub struct Inspected {
 
 /// Checks that the spooled bytes are an accepted image that agrees with the
 /// declared content type and the file name's extension (415 otherwise), and
-/// reads its dimensions.
-pub async fn inspect(spooled: &SpooledFile) -> Result<Inspected, ApiError> {
+/// reads its dimensions, refusing more than `max_pixels` (413): a few
+/// hundred bytes can claim 100000 × 100000, and whoever decodes it (a
+/// browser, a GPU host) pays for 40 GB of pixels.
+pub async fn inspect(spooled: &SpooledFile, max_pixels: u64) -> Result<Inspected, ApiError> {
     let kind = ImageKind::sniff(&spooled.head).ok_or_else(|| {
         ApiError::unsupported_media_type("file is not a PNG, JPEG, WebP or GIF image")
     })?;
@@ -153,6 +203,15 @@ pub async fn inspect(spooled: &SpooledFile) -> Result<Inspected, ApiError> {
                 kind.mime()
             ))
         })?;
+    let pixels = u64::try_from(size.width)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(u64::try_from(size.height).unwrap_or(u64::MAX));
+    if pixels > max_pixels {
+        return Err(ApiError::payload_too_large(format!(
+            "image is {} × {} pixels ({pixels}), more than the limit of {max_pixels} pixels (MAX_IMAGE_PIXELS)",
+            size.width, size.height
+        )));
+    }
     Ok(Inspected {
         kind,
         extension,

@@ -29,6 +29,7 @@ pub struct AddImage {
         (status = 400, description = "Malformed key", body = common::error::ErrorBody),
         (status = 403, description = "Another session's upload", body = common::error::ErrorBody),
         (status = 404, description = "No such session or object", body = common::error::ErrorBody),
+        (status = 408, description = "The body did not arrive within REQUEST_TIMEOUT_SECONDS", body = common::error::ErrorBody),
         (status = 422, description = "Malformed body", body = common::error::ErrorBody),
     ))]
 pub async fn add_image(

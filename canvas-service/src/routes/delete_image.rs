@@ -32,6 +32,7 @@ pub struct ImageDeleted {
         (status = 400, description = "Malformed key", body = common::error::ErrorBody),
         (status = 403, description = "Another session's upload", body = common::error::ErrorBody),
         (status = 404, description = "Image not in this session", body = common::error::ErrorBody),
+        (status = 408, description = "The body did not arrive within REQUEST_TIMEOUT_SECONDS", body = common::error::ErrorBody),
     ))]
 pub async fn delete_image(
     State(app): State<AppState>,

@@ -68,6 +68,9 @@ fn api(upload_limit: usize, limits: Limits) -> OpenApiRouter<AppState> {
             OpenApiRouter::new()
                 .routes(routes!(upload::upload))
                 .layer(DefaultBodyLimit::max(upload_limit))
+                // Its body may take UPLOAD_TIMEOUT_SECONDS, not the 15 s of
+                // the other routes.
+                .layer(axum::middleware::from_fn(common::http::upload_deadline))
                 // Before the body is read: a refused upload costs nothing.
                 .layer(middleware::from_fn_with_state(limits.uploads, limit)),
         )

@@ -28,7 +28,9 @@ pub struct PositionUpdated {
 #[utoipa::path(post, path = "/update-position", tag = "canvas", request_body = UpdatePosition,
     responses(
         (status = 200, body = PositionUpdated),
+        (status = 400, description = "Malformed key", body = common::error::ErrorBody),
         (status = 404, description = "Image not in this session", body = common::error::ErrorBody),
+        (status = 408, description = "The body did not arrive within REQUEST_TIMEOUT_SECONDS", body = common::error::ErrorBody),
         (status = 422, description = "Malformed body", body = common::error::ErrorBody),
     ))]
 pub async fn update_position(

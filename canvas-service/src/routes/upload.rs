@@ -30,22 +30,27 @@ pub struct UploadForm {
 }
 
 /// Uploads an image. Its type is read from its bytes; its width and height
-/// are recorded and returned.
+/// are recorded and returned. At most `MAX_CONCURRENT_UPLOADS` are received
+/// at once, each within `UPLOAD_TIMEOUT_SECONDS`.
 #[utoipa::path(post, path = "/upload", tag = "canvas",
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, body = ImageOut),
         (status = 404, description = "No such session", body = common::error::ErrorBody),
-        (status = 413, description = "Larger than MAX_UPLOAD_BYTES", body = common::error::ErrorBody),
+        (status = 408, description = "The body did not arrive within the upload deadline", body = common::error::ErrorBody),
+        (status = 413, description = "Larger than MAX_UPLOAD_BYTES, or more pixels (width × height) than MAX_IMAGE_PIXELS", body = common::error::ErrorBody),
         (status = 415, description = "Not an accepted image, or not what it claims to be", body = common::error::ErrorBody),
         (status = 422, description = "Missing or malformed field", body = common::error::ErrorBody),
         (status = 429, description = "Rate limit reached; see `Retry-After`", body = common::error::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
+        (status = 503, description = "MAX_CONCURRENT_UPLOADS uploads in progress (see Retry-After), or a dependency is down", body = common::error::ErrorBody),
     ))]
 pub async fn upload(
     State(app): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<ImageOut>, ApiError> {
+    // Before a byte of the body is read: held until the answer is ready.
+    let _slot = app.upload_slots.try_take()?;
     let mut multipart = multipart.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let mut session_id: Option<Uuid> = None;
     let mut file: Option<SpooledFile> = None;
@@ -78,7 +83,7 @@ pub async fn upload(
     let session_id =
         session_id.ok_or_else(|| ApiError::invalid_field("session_id", "field required"))?;
     let file = file.ok_or_else(|| ApiError::invalid_field("file", "field required"))?;
-    let image = inspect(&file).await?;
+    let image = inspect(&file, app.max_image_pixels).await?;
 
     let key = upload_key(session_id, &image.extension);
     app.store

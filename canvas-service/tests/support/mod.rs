@@ -8,7 +8,7 @@
 
 pub mod images;
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     Router,
@@ -16,7 +16,7 @@ use axum::{
     http::{HeaderMap, Method, Request, StatusCode, header},
 };
 use canvas_service::{App, CanvasConfig, router};
-use common::config::Env;
+use common::config::{Env, HttpSettings};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -40,6 +40,7 @@ pub struct TestApp {
     pub backends: Backends,
     pub app: Arc<App>,
     router: Router,
+    http: HttpSettings,
     pub dir: TempDir,
     pub env: Vec<(String, String)>,
     s3: Option<(aws_sdk_s3::Client, String)>,
@@ -97,6 +98,7 @@ impl TestAppBuilder {
         TestApp {
             backends: self.backends,
             router: router(app.clone(), &config.http),
+            http: config.http,
             app,
             dir,
             env,
@@ -230,37 +232,35 @@ impl TestApp {
     }
 
     pub async fn upload_parts(&self, parts: &[Part<'_>]) -> TestResponse {
-        let boundary = "----canvasTestBoundary7MA4YWxkTrZu0gW";
-        let mut body = Vec::new();
-        for part in parts {
-            body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-            match part.file {
-                Some((file_name, content_type)) => body.extend_from_slice(
-                    format!(
-                        "Content-Disposition: form-data; name=\"{}\"; filename=\"{file_name}\"\r\nContent-Type: {content_type}\r\n\r\n",
-                        part.name
-                    )
-                    .as_bytes(),
-                ),
-                None => body.extend_from_slice(
-                    format!("Content-Disposition: form-data; name=\"{}\"\r\n\r\n", part.name).as_bytes(),
-                ),
-            }
-            body.extend_from_slice(part.bytes);
-            body.extend_from_slice(b"\r\n");
-        }
-        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let (content_type, body) = multipart_body(parts);
         self.send(
             Request::post("/upload")
-                .header(
-                    header::CONTENT_TYPE,
-                    format!("multipart/form-data; boundary={boundary}"),
-                )
+                .header(header::CONTENT_TYPE, content_type)
                 .header(header::ORIGIN, FRONTEND)
                 .body(Body::from(body))
                 .unwrap(),
         )
         .await
+    }
+
+    /// The service on a real server on `127.0.0.1:0`, as `main` runs it:
+    /// what the slow-client tests need (a router driven directly has no
+    /// connection to stall).
+    pub async fn serve(&self) -> RunningServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(common::http::serve_on(
+            listener,
+            self.router.clone(),
+            self.http.deadlines,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        RunningServer { addr, stop, task }
     }
 
     /// The object's bytes, read the way a browser would: from the service
@@ -366,6 +366,51 @@ impl TestApp {
             }
         }
     }
+}
+
+/// A server started by [`TestApp::serve`].
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Starts the graceful shutdown; resolves once the server has stopped.
+    pub async fn shut_down(self) {
+        let _ = self.stop.send(());
+        self.task.await.expect("the server task ends cleanly");
+    }
+}
+
+/// A multipart form as a browser's FormData encodes it: its content type
+/// (with the boundary) and its bytes.
+pub fn multipart_body(parts: &[Part<'_>]) -> (String, Vec<u8>) {
+    let boundary = "----canvasTestBoundary7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for part in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match part.file {
+            Some((file_name, content_type)) => body.extend_from_slice(
+                format!(
+                    "Content-Disposition: form-data; name=\"{}\"; filename=\"{file_name}\"\r\nContent-Type: {content_type}\r\n\r\n",
+                    part.name
+                )
+                .as_bytes(),
+            ),
+            None => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{}\"\r\n\r\n", part.name).as_bytes(),
+            ),
+        }
+        body.extend_from_slice(part.bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 pub struct Part<'a> {

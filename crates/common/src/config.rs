@@ -154,6 +154,62 @@ pub struct HttpSettings {
     /// `TRUSTED_PROXY_HOPS`: load balancers in front of the service that
     /// append to `X-Forwarded-For`; 0 (the default) trusts only the TCP peer.
     pub trusted_proxy_hops: usize,
+    /// How long a client may take to send a whole request.
+    pub deadlines: RequestDeadlines,
+}
+
+/// How long a client may take to send a request (headers and body, counted
+/// from its arrival) before it is cut: a client that trickles bytes must not
+/// hold a connection, a spool file or the shutdown. Responses are not
+/// limited (event streams stay open for hours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestDeadlines {
+    /// Every request but uploads; also the header read timeout of every
+    /// connection.
+    pub request: Deadline,
+    /// Routes a service marks as uploads (`common::http::upload_deadline`).
+    pub upload: Deadline,
+}
+
+/// One deadline and the setting it came from, which the 408 names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    pub after: std::time::Duration,
+    pub setting: &'static str,
+}
+
+impl RequestDeadlines {
+    pub const DEFAULT_REQUEST_SECONDS: u64 = 15;
+    pub const DEFAULT_UPLOAD_SECONDS: u64 = 60;
+
+    /// `REQUEST_TIMEOUT_SECONDS`, when set, is the deadline of every route;
+    /// unset, uploads get 60 s and the rest 15 s. `UPLOAD_TIMEOUT_SECONDS`
+    /// overrides the upload deadline alone.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let seconds = |name: &'static str| -> Result<Option<Deadline>, ConfigError> {
+            match env.parse::<u64>(&[name])? {
+                None => Ok(None),
+                Some(0) => Err(ConfigError::new(name, "must be greater than 0")),
+                Some(s) => Ok(Some(Deadline {
+                    after: std::time::Duration::from_secs(s),
+                    setting: name,
+                })),
+            }
+        };
+        let request = seconds("REQUEST_TIMEOUT_SECONDS")?;
+        let upload = seconds("UPLOAD_TIMEOUT_SECONDS")?;
+        let default = |s: u64| Deadline {
+            after: std::time::Duration::from_secs(s),
+            setting: "REQUEST_TIMEOUT_SECONDS",
+        };
+        Ok(Self {
+            request: request.unwrap_or(default(Self::DEFAULT_REQUEST_SECONDS)),
+            upload: upload.or(request).unwrap_or(Deadline {
+                setting: "UPLOAD_TIMEOUT_SECONDS",
+                ..default(Self::DEFAULT_UPLOAD_SECONDS)
+            }),
+        })
+    }
 }
 
 impl HttpSettings {
@@ -172,6 +228,7 @@ impl HttpSettings {
             port: env.parse_or(&["PORT"], default_port)?,
             cors_origins,
             trusted_proxy_hops: env.parse_or(&["TRUSTED_PROXY_HOPS"], 0)?,
+            deadlines: RequestDeadlines::from_env(env)?,
         })
     }
 }
@@ -199,6 +256,36 @@ mod tests {
         let err = env.parse_or::<u16>(&["PORT"], 9000).unwrap_err();
         assert_eq!(err.variable, "PORT");
         assert!(err.to_string().contains("90x"));
+    }
+
+    #[test]
+    fn request_deadlines() {
+        use std::time::Duration;
+        let unset = RequestDeadlines::from_env(&Env::default()).unwrap();
+        assert_eq!(unset.request.after, Duration::from_secs(15));
+        assert_eq!(unset.upload.after, Duration::from_secs(60));
+        assert_eq!(unset.upload.setting, "UPLOAD_TIMEOUT_SECONDS");
+
+        let set = Env::from_pairs([("REQUEST_TIMEOUT_SECONDS", "1")]);
+        let set = RequestDeadlines::from_env(&set).unwrap();
+        assert_eq!(set.request.after, Duration::from_secs(1));
+        assert_eq!(set.upload.after, Duration::from_secs(1));
+        assert_eq!(set.upload.setting, "REQUEST_TIMEOUT_SECONDS");
+
+        let both = Env::from_pairs([
+            ("REQUEST_TIMEOUT_SECONDS", "5"),
+            ("UPLOAD_TIMEOUT_SECONDS", "120"),
+        ]);
+        let both = RequestDeadlines::from_env(&both).unwrap();
+        assert_eq!(both.request.after, Duration::from_secs(5));
+        assert_eq!(both.upload.after, Duration::from_secs(120));
+
+        for name in ["REQUEST_TIMEOUT_SECONDS", "UPLOAD_TIMEOUT_SECONDS"] {
+            for bad in ["0", "soon"] {
+                let err = RequestDeadlines::from_env(&Env::from_pairs([(name, bad)])).unwrap_err();
+                assert_eq!(err.variable, name);
+            }
+        }
     }
 
     #[test]

@@ -69,6 +69,11 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, detail)
     }
 
+    /// 408: the client did not send its whole request in time.
+    pub fn request_timeout(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, detail)
+    }
+
     pub fn payload_too_large(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, detail)
     }
@@ -138,9 +143,13 @@ impl IntoResponse for ApiError {
 
 /// A JSON body that did not parse: 415 without the JSON content type, 413
 /// over the body limit, 422 for a wrong shape (naming the field, as FastAPI
-/// does), 400 for bytes that are not JSON at all.
+/// does), 400 for bytes that are not JSON at all — and 408 for a body that
+/// did not arrive before the request's deadline.
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
+        if let Some(timed_out) = crate::http::timed_out(&rejection) {
+            return timed_out.into();
+        }
         let status = rejection.status();
         let detail = match &rejection {
             JsonRejection::JsonDataError(e) => e.body_text(),

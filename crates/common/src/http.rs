@@ -1,6 +1,13 @@
 //! The HTTP front door both services share: the middleware stack (CORS,
-//! request ids, tracing, sensitive headers) and a server that drains
-//! in-flight requests on SIGTERM/SIGINT before exiting.
+//! request ids, tracing, sensitive headers) and a server that cuts slow
+//! clients (header and body deadlines) and drains in-flight requests on
+//! SIGTERM/SIGINT before exiting.
+
+mod deadline;
+mod server;
+
+pub use deadline::{DeadlineBody, RequestDeadline, RequestTimedOut, timed_out, upload_deadline};
+pub use server::serve_on;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -100,17 +107,13 @@ pub fn with_middleware(router: Router, settings: &HttpSettings) -> Router {
 }
 
 /// Binds `settings.bind:settings.port` and serves until SIGTERM or SIGINT,
-/// then stops accepting and lets requests in flight finish.
+/// then stops accepting and lets requests in flight finish — each within its
+/// deadline (`settings.deadlines`), so a stalled client cannot hold the exit.
 pub async fn serve(router: Router, settings: &HttpSettings, service: &str) -> std::io::Result<()> {
     let addr = SocketAddr::new(settings.bind, settings.port);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, service, "listening");
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    serve_on(listener, router, settings.deadlines, shutdown_signal()).await;
     tracing::info!(service, "stopped");
     Ok(())
 }

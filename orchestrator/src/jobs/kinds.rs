@@ -73,6 +73,7 @@ macro_rules! job_kinds {
                     description = "Repeat a submit safely: the same key and body within 24 h return the same job")),
                 responses(
                     (status = 202, body = crate::jobs::submit::JobAccepted),
+                    (status = 408, description = "The body did not arrive within REQUEST_TIMEOUT_SECONDS", body = common::error::ErrorBody),
                     (status = 409, description = "Idempotency-Key reused with a different body", body = common::error::ErrorBody),
                     (status = 422, description = "Invalid field, or an image URL outside the allowed origins; `detail` names it", body = common::error::ErrorBody),
                     (status = 429, description = "Rate limit, daily quota or queue backlog reached; see `Retry-After`", body = common::error::ErrorBody,

@@ -5,6 +5,12 @@
 /// The longest key S3 accepts, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
 
+/// The longest path segment, in bytes: a file name on the local store's file
+/// systems (NAME_MAX on Linux and macOS). S3 would take longer ones, but a
+/// key must mean the same on both stores, and nothing this service or the
+/// workers write comes near it.
+pub const MAX_SEGMENT_LEN: usize = 255;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
     #[error("key is empty")]
@@ -17,6 +23,8 @@ pub enum KeyError {
     BadCharacter,
     #[error("key contains an empty, '.' or '..' path segment")]
     BadSegment,
+    #[error("key has a path segment longer than {MAX_SEGMENT_LEN} bytes")]
+    SegmentTooLong,
 }
 
 /// Checks a key from outside the process before it is used for anything.
@@ -44,6 +52,9 @@ pub fn validate_key(key: &str) -> Result<(), KeyError> {
     {
         return Err(KeyError::BadSegment);
     }
+    if key.split('/').any(|s| s.len() > MAX_SEGMENT_LEN) {
+        return Err(KeyError::SegmentTooLong);
+    }
     Ok(())
 }
 
@@ -70,6 +81,10 @@ mod tests {
         assert_eq!(validate_key("a%2e"), Err(KeyError::BadCharacter));
         assert_eq!(validate_key("a\\b"), Err(KeyError::BadCharacter));
         assert_eq!(validate_key(&"a".repeat(1025)), Err(KeyError::TooLong));
-        assert_eq!(validate_key(&"a".repeat(1024)), Ok(()));
+        // 1024 bytes is still fine, in segments a file system can hold.
+        assert_eq!(validate_key(&format!("{}aa", "a/".repeat(511))), Ok(()));
+        let segment = |n: usize| format!("images/{}.png", "a".repeat(n - 4));
+        assert_eq!(validate_key(&segment(255)), Ok(()));
+        assert_eq!(validate_key(&segment(256)), Err(KeyError::SegmentTooLong));
     }
 }
