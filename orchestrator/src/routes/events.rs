@@ -31,6 +31,7 @@ fn event(view: &JobView) -> Event {
     responses(
         (status = 200, description = "text/event-stream of `status` events, each the job as JSON", content_type = "text/event-stream"),
         (status = 404, description = "Job not found", body = common::error::ErrorBody),
+        (status = 503, description = "Task store unavailable", body = common::error::ErrorBody),
     ))]
 pub async fn job_events(
     State(app): State<AppState>,

@@ -106,6 +106,7 @@ pub fn check_job_id(job_id: &str) -> Result<(), ApiError> {
     responses(
         (status = 200, body = JobView),
         (status = 404, description = "Job not found", body = common::error::ErrorBody),
+        (status = 503, description = "Task store unavailable", body = common::error::ErrorBody),
     ))]
 pub async fn get_job(
     State(app): State<AppState>,
@@ -127,6 +128,7 @@ pub async fn get_job(
         (status = 200, body = JobView),
         (status = 404, description = "Job not found", body = common::error::ErrorBody),
         (status = 409, description = "The job is already final", body = common::error::ErrorBody),
+        (status = 503, description = "Task store unavailable", body = common::error::ErrorBody),
     ))]
 pub async fn cancel_job(
     State(app): State<AppState>,

@@ -171,10 +171,14 @@ async fn read_up_to(file: &mut tokio::fs::File, buf: &mut [u8]) -> Result<usize,
 }
 
 fn is_missing(e: &std::io::Error) -> bool {
-    // A key like `a.png/b` makes the OS say "not a directory": still a 404.
+    // A key like `a.png/b` makes the OS say "not a directory", and a key
+    // segment longer than a file name may be (255 bytes on most file
+    // systems) "file name too long": no object can live there, so a 404.
     matches!(
         e.kind(),
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+        std::io::ErrorKind::NotFound
+            | std::io::ErrorKind::NotADirectory
+            | std::io::ErrorKind::InvalidFilename
     )
 }
 
