@@ -120,9 +120,9 @@ start_service() {
 
 # The configuration shared by both services.
 # - checks: server errors and conformance to the document (status codes,
-#   content types, response headers and schemas), 405 for methods an
-#   operation does not have, and — where an operation declares a security
-#   scheme — that it is enforced. Left out on purpose: positive_data_acceptance
+#   content types, response headers and schemas), 405 with a true `Allow`
+#   for methods a path does not have, and — where an operation declares a
+#   security scheme — that it is enforced. Left out on purpose: positive_data_acceptance
 #   and negative_data_rejection, which judge the API by the request schemas
 #   alone (a well-formed upload of bytes that are no image is rightly 415, a
 #   well-formed id of a job that does not exist rightly 404), and the
@@ -153,6 +153,7 @@ content_type_conformance.enabled = true
 response_headers_conformance.enabled = true
 response_schema_conformance.enabled = true
 unsupported_method.enabled = true
+allow_header_conformance.enabled = true
 ignored_auth.enabled = true
 EOF
 }

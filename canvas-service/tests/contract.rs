@@ -31,6 +31,7 @@ testkit::on_both_backends!(
     cors_for_the_frontend,
     bad_input_is_never_a_500,
     keys_the_file_system_cannot_hold_are_404,
+    methods_a_route_lacks_are_405_with_detail,
 );
 
 fn key_of(response: &support::TestResponse) -> String {
@@ -834,16 +835,16 @@ async fn keys_the_file_system_cannot_hold_are_404(builder: TestAppBuilder) {
     app.put_object("comfyui-results/there.png", &images::png(1, 1))
         .await;
     let long = "a".repeat(300);
-    for key in [
-        format!("{long}.png"),
-        format!("comfyui-results/{long}.png"),
-    ] {
+    for key in [format!("{long}.png"), format!("comfyui-results/{long}.png")] {
         app.post("/add-image", json!({"session_id": session, "s3_key": key}))
             .await
             .assert_error(StatusCode::NOT_FOUND);
-        app.delete("/delete-image", json!({"session_id": session, "s3_key": key}))
-            .await
-            .assert_error(StatusCode::NOT_FOUND);
+        app.delete(
+            "/delete-image",
+            json!({"session_id": session, "s3_key": key}),
+        )
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
         app.post(
             "/update-position",
             json!({"session_id": session, "s3_key": key, "x": 1.0, "y": 2.0}),
@@ -853,5 +854,32 @@ async fn keys_the_file_system_cannot_hold_are_404(builder: TestAppBuilder) {
         app.get(&format!("/{key}"))
             .await
             .assert_error(StatusCode::NOT_FOUND);
+    }
+}
+
+/// A method a route does not have: 405 with `Allow` and a `{"detail"}` body,
+/// as FastAPI answered (it was an empty body).
+async fn methods_a_route_lacks_are_405_with_detail(builder: TestAppBuilder) {
+    let app = builder.start().await;
+    for (method, uri, allow) in [
+        (Method::GET, "/session", "POST"),
+        (Method::POST, "/delete-image", "DELETE"),
+        (Method::PUT, "/images", "GET,HEAD"),
+    ] {
+        let response = app
+            .send(
+                axum::http::Request::builder()
+                    .method(method.clone())
+                    .uri(uri)
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            response.assert_error(StatusCode::METHOD_NOT_ALLOWED),
+            "Method Not Allowed",
+            "{method} {uri}"
+        );
+        assert_eq!(response.headers[header::ALLOW], allow, "{method} {uri}");
     }
 }

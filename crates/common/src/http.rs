@@ -69,6 +69,15 @@ pub fn cors_layer(origins: &[String]) -> CorsLayer {
 /// the CORS headers the browser needs to read its status.
 pub fn with_middleware(router: Router, settings: &HttpSettings) -> Router {
     router
+        // A known path with a method it does not have: 405 with `Allow` (axum
+        // adds it), and a `{"detail"}` body like every other error, as
+        // FastAPI answered, instead of an empty one.
+        .method_not_allowed_fallback(|| async {
+            crate::ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "Method Not Allowed",
+            )
+        })
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {

@@ -187,10 +187,14 @@ fn optional_url_schema() -> utoipa::openapi::schema::Object {
     url_schema_of([Type::String, Type::Null].into_iter().collect())
 }
 
-fn url_schema_of(schema_type: utoipa::openapi::schema::SchemaType) -> utoipa::openapi::schema::Object {
+fn url_schema_of(
+    schema_type: utoipa::openapi::schema::SchemaType,
+) -> utoipa::openapi::schema::Object {
     utoipa::openapi::schema::ObjectBuilder::new()
         .schema_type(schema_type)
-        .description(Some("An absolute http(s) URL the host can fetch, without whitespace"))
+        .description(Some(
+            "An absolute http(s) URL the host can fetch, without whitespace",
+        ))
         .pattern(Some(r"^https?://\S+$"))
         .max_length(Some(MAX_URL_LEN))
         .build()

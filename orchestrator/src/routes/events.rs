@@ -7,7 +7,7 @@
 use std::{convert::Infallible, time::Duration};
 
 use axum::{
-    extract::{Path, State},
+    extract::State,
     response::sse::{Event, KeepAlive, Sse},
 };
 use common::ApiError;
@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::{
     AppState,
-    jobs::{JobView, check_job_id},
+    jobs::{JobId, JobView},
 };
 
 fn event(view: &JobView) -> Event {
@@ -35,9 +35,8 @@ fn event(view: &JobView) -> Event {
     ))]
 pub async fn job_events(
     State(app): State<AppState>,
-    Path(job_id): Path<String>,
+    JobId(job_id): JobId,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    check_job_id(&job_id)?;
     let current = app
         .tasks
         .get(&job_id)
