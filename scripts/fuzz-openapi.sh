@@ -20,7 +20,7 @@
 #
 # Environment: CARGO_TARGET_DIR (as cargo); FUZZ_BIN_DIR; FUZZ_VENV (where
 # schemathesis is installed, the first time, with pip); FUZZ_MAX_EXAMPLES
-# (default 100); FUZZ_SEED; FUZZ_KEEP=1 keeps the work directory (service
+# (default 300); FUZZ_SEED; FUZZ_KEEP=1 keeps the work directory (service
 # logs, reports) for a look after the run.
 set -euo pipefail
 
@@ -29,8 +29,8 @@ ROOT="${PWD}"
 SCHEMATHESIS_VERSION="4.32.5"
 VENV="${FUZZ_VENV:-${HOME}/.cache/canvas-backend/fuzz-venv}"
 BIN_DIR="${FUZZ_BIN_DIR:-${CARGO_TARGET_DIR:-${ROOT}/target}/debug}"
-MAX_EXAMPLES="${FUZZ_MAX_EXAMPLES:-100}"
-# A hard stop per service, far above the few tens of seconds a run takes:
+MAX_EXAMPLES="${FUZZ_MAX_EXAMPLES:-300}"
+# A hard stop per service, several times what a run takes (under a minute):
 # a hung request or a runaway phase fails the run instead of stalling CI.
 SERVICE_BUDGET_SECONDS=300
 
