@@ -107,7 +107,7 @@ else
   cargo test --workspace --no-fail-fast "$@"
 fi
 
-# Both services fuzzed through their OpenAPI documents (schemathesis, ~1.5
+# Both services fuzzed through their OpenAPI documents (schemathesis, ~1
 # min): a 5xx, or an answer the document does not declare, fails the run.
 # Uses the binaries just built (same CARGO_TARGET_DIR).
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
