@@ -14,6 +14,9 @@
 #                      there is reused.
 #   MOTO_VENV          where the venv lives.
 #   CARGO_TARGET_DIR   honoured as cargo does.
+#   SKIP_FUZZ=1        skips the schemathesis fuzzing of both services'
+#                      OpenAPI documents (scripts/fuzz-openapi.sh).
+#   SKIP_DEPLOY_CHECK=1 skips the packaging checks (scripts/check-deploy.sh).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -102,6 +105,13 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   log "cargo-nextest not found; using cargo test"
   cargo test --workspace --no-fail-fast "$@"
+fi
+
+# Both services fuzzed through their OpenAPI documents (schemathesis, ~1
+# min): a 5xx, or an answer the document does not declare, fails the run.
+# Uses the binaries just built (same CARGO_TARGET_DIR).
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+  ./scripts/fuzz-openapi.sh
 fi
 
 # Packaging and deployment files (Dockerfiles, compose, ECS task definition,

@@ -30,6 +30,8 @@ testkit::on_both_backends!(
     concurrent_adds_keep_one_row,
     cors_for_the_frontend,
     bad_input_is_never_a_500,
+    keys_the_file_system_cannot_hold_are_404,
+    methods_a_route_lacks_are_405_with_detail,
 );
 
 fn key_of(response: &support::TestResponse) -> String {
@@ -821,4 +823,63 @@ async fn bad_input_is_never_a_500(builder: TestAppBuilder) {
     app.get("/no/such/route")
         .await
         .assert_error(StatusCode::NOT_FOUND);
+}
+
+/// A key segment longer than a file name may be (found by the OpenAPI
+/// fuzzer: `POST /add-image` with such a key was a 500 on the local store)
+/// names no object: 404 on every route that looks one up.
+async fn keys_the_file_system_cannot_hold_are_404(builder: TestAppBuilder) {
+    let app = builder.start().await;
+    let session = app.new_session().await;
+    // The directory exists, so the file system gets to judge the name.
+    app.put_object("comfyui-results/there.png", &images::png(1, 1))
+        .await;
+    let long = "a".repeat(300);
+    for key in [format!("{long}.png"), format!("comfyui-results/{long}.png")] {
+        app.post("/add-image", json!({"session_id": session, "s3_key": key}))
+            .await
+            .assert_error(StatusCode::NOT_FOUND);
+        app.delete(
+            "/delete-image",
+            json!({"session_id": session, "s3_key": key}),
+        )
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+        app.post(
+            "/update-position",
+            json!({"session_id": session, "s3_key": key, "x": 1.0, "y": 2.0}),
+        )
+        .await
+        .assert_error(StatusCode::NOT_FOUND);
+        app.get(&format!("/{key}"))
+            .await
+            .assert_error(StatusCode::NOT_FOUND);
+    }
+}
+
+/// A method a route does not have: 405 with `Allow` and a `{"detail"}` body,
+/// as FastAPI answered (it was an empty body).
+async fn methods_a_route_lacks_are_405_with_detail(builder: TestAppBuilder) {
+    let app = builder.start().await;
+    for (method, uri, allow) in [
+        (Method::GET, "/session", "POST"),
+        (Method::POST, "/delete-image", "DELETE"),
+        (Method::PUT, "/images", "GET,HEAD"),
+    ] {
+        let response = app
+            .send(
+                axum::http::Request::builder()
+                    .method(method.clone())
+                    .uri(uri)
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            response.assert_error(StatusCode::METHOD_NOT_ALLOWED),
+            "Method Not Allowed",
+            "{method} {uri}"
+        );
+        assert_eq!(response.headers[header::ALLOW], allow, "{method} {uri}");
+    }
 }

@@ -27,6 +27,7 @@ testkit::on_both_backends!(
     dead_letters_fail_the_job_after_max_receives,
     reaper_fails_jobs_stuck_in_processing,
     operations_endpoints,
+    odd_paths_and_methods_get_json_errors,
 );
 
 const IMAGE: &str = "https://cdn.example.test/images/s/a.png";
@@ -592,4 +593,59 @@ async fn operations_endpoints(builder: TestAppBuilder) {
         )
         .await;
     gone.assert_error(StatusCode::NOT_FOUND);
+}
+
+/// Found by the OpenAPI fuzzer's kind of input: a job id that is not UTF-8
+/// is an unknown job (it was axum's plain-text 400), and a method a route
+/// does not have is 405 with `Allow` and a `{"detail"}` body like every
+/// other error (it was an empty body).
+async fn odd_paths_and_methods_get_json_errors(builder: TestAppBuilder) {
+    use axum::{
+        body::Body,
+        http::{Method, Request, header},
+    };
+    let app = builder.start().await;
+    for (method, uri) in [
+        (Method::GET, "/api/v1/jobs/%FF"),
+        (Method::GET, "/api/v1/jobs/%FF/events"),
+        (Method::POST, "/api/v1/jobs/%C3%28/cancel"),
+    ] {
+        let response = app
+            .send(
+                Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .header(header::ORIGIN, support::FRONTEND)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            response.assert_error(StatusCode::NOT_FOUND),
+            "Job not found",
+            "{uri}"
+        );
+    }
+    for (method, uri, allow) in [
+        (Method::PUT, "/api/v1/jobs/abc", "GET,HEAD"),
+        (Method::GET, "/api/v1/face-mask/tasks", "POST"),
+        (Method::DELETE, "/health", "GET,HEAD"),
+    ] {
+        let response = app
+            .send(
+                Request::builder()
+                    .method(method.clone())
+                    .uri(uri)
+                    .header(header::ORIGIN, support::FRONTEND)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            response.assert_error(StatusCode::METHOD_NOT_ALLOWED),
+            "Method Not Allowed",
+            "{method} {uri}"
+        );
+        assert_eq!(response.headers[header::ALLOW], allow, "{method} {uri}");
+    }
 }

@@ -12,8 +12,9 @@ use crate::{db::NewImage, keys::check_client_key};
 
 #[derive(Deserialize, ToSchema)]
 pub struct AddImage {
+    #[schema(format = Uuid)]
     session_id: String,
-    /// The object's key, e.g. `comfyui-results/…/x.png`.
+    #[schema(schema_with = common::object_store::key_schema)]
     s3_key: String,
     #[serde(default)]
     x: f64,
@@ -26,11 +27,14 @@ pub struct AddImage {
 #[utoipa::path(post, path = "/add-image", tag = "canvas", request_body = AddImage,
     responses(
         (status = 200, body = ImageOut),
-        (status = 400, description = "Malformed key", body = common::error::ErrorBody),
+        (status = 400, description = "Body is not JSON, or a malformed key", body = common::error::ErrorBody),
         (status = 403, description = "Another session's upload", body = common::error::ErrorBody),
         (status = 404, description = "No such session or object", body = common::error::ErrorBody),
         (status = 408, description = "The body did not arrive within REQUEST_TIMEOUT_SECONDS", body = common::error::ErrorBody),
+        (status = 413, description = "Body larger than 64 KiB", body = common::error::ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = common::error::ErrorBody),
         (status = 422, description = "Malformed body", body = common::error::ErrorBody),
+        (status = 503, description = "Database or object store unavailable", body = common::error::ErrorBody),
     ))]
 pub async fn add_image(
     State(app): State<AppState>,

@@ -11,7 +11,9 @@ use crate::keys::{check_client_key, is_other_sessions_upload};
 
 #[derive(Deserialize, ToSchema)]
 pub struct DeleteImage {
+    #[schema(format = Uuid)]
     session_id: String,
+    #[schema(schema_with = common::object_store::key_schema)]
     s3_key: String,
 }
 
@@ -29,10 +31,14 @@ pub struct ImageDeleted {
 #[utoipa::path(delete, path = "/delete-image", tag = "canvas", request_body = DeleteImage,
     responses(
         (status = 200, body = ImageDeleted),
-        (status = 400, description = "Malformed key", body = common::error::ErrorBody),
+        (status = 400, description = "Body is not JSON, or a malformed key", body = common::error::ErrorBody),
         (status = 403, description = "Another session's upload", body = common::error::ErrorBody),
         (status = 404, description = "Image not in this session", body = common::error::ErrorBody),
         (status = 408, description = "The body did not arrive within REQUEST_TIMEOUT_SECONDS", body = common::error::ErrorBody),
+        (status = 413, description = "Body larger than 64 KiB", body = common::error::ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = common::error::ErrorBody),
+        (status = 422, description = "Malformed body", body = common::error::ErrorBody),
+        (status = 503, description = "Database unavailable", body = common::error::ErrorBody),
     ))]
 pub async fn delete_image(
     State(app): State<AppState>,

@@ -11,8 +11,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::{AppState, ImageOut, parse_session_id};
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// The canvas session (UUID).
+    #[param(format = Uuid)]
     session_id: String,
 }
 
@@ -27,6 +29,7 @@ pub struct ImageList {
     responses(
         (status = 200, body = ImageList),
         (status = 422, description = "Missing or malformed session_id", body = common::error::ErrorBody),
+        (status = 503, description = "Database or object store unavailable", body = common::error::ErrorBody),
     ))]
 pub async fn list_images(
     State(app): State<AppState>,

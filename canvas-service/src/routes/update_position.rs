@@ -10,7 +10,9 @@ use super::{ApiJson, AppState, parse_session_id};
 
 #[derive(Deserialize, ToSchema)]
 pub struct UpdatePosition {
+    #[schema(format = Uuid)]
     session_id: String,
+    #[schema(schema_with = common::object_store::key_schema)]
     s3_key: String,
     x: f64,
     y: f64,
@@ -28,10 +30,13 @@ pub struct PositionUpdated {
 #[utoipa::path(post, path = "/update-position", tag = "canvas", request_body = UpdatePosition,
     responses(
         (status = 200, body = PositionUpdated),
-        (status = 400, description = "Malformed key", body = common::error::ErrorBody),
+        (status = 400, description = "Body is not JSON, or a malformed key", body = common::error::ErrorBody),
         (status = 404, description = "Image not in this session", body = common::error::ErrorBody),
         (status = 408, description = "The body did not arrive within REQUEST_TIMEOUT_SECONDS", body = common::error::ErrorBody),
+        (status = 413, description = "Body larger than 64 KiB", body = common::error::ErrorBody),
+        (status = 415, description = "Not `Content-Type: application/json`", body = common::error::ErrorBody),
         (status = 422, description = "Malformed body", body = common::error::ErrorBody),
+        (status = 503, description = "Database unavailable", body = common::error::ErrorBody),
     ))]
 pub async fn update_position(
     State(app): State<AppState>,

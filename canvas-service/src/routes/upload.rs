@@ -23,6 +23,7 @@ use crate::{
 #[allow(dead_code)] // documents the form; the handler reads it as a stream
 pub struct UploadForm {
     /// The canvas session (UUID).
+    #[schema(format = Uuid)]
     session_id: String,
     /// The image: PNG, JPEG, WebP or GIF, at most `MAX_UPLOAD_BYTES`.
     #[schema(value_type = String, format = Binary)]
@@ -36,6 +37,7 @@ pub struct UploadForm {
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, body = ImageOut),
+        (status = 400, description = "Not a well-formed multipart/form-data body", body = common::error::ErrorBody),
         (status = 404, description = "No such session", body = common::error::ErrorBody),
         (status = 408, description = "The body did not arrive within the upload deadline", body = common::error::ErrorBody),
         (status = 413, description = "Larger than MAX_UPLOAD_BYTES, or more pixels (width × height) than MAX_IMAGE_PIXELS", body = common::error::ErrorBody),

@@ -76,6 +76,15 @@ pub fn cors_layer(origins: &[String]) -> CorsLayer {
 /// the CORS headers the browser needs to read its status.
 pub fn with_middleware(router: Router, settings: &HttpSettings) -> Router {
     router
+        // A known path with a method it does not have: 405 with `Allow` (axum
+        // adds it), and a `{"detail"}` body like every other error, as
+        // FastAPI answered, instead of an empty one.
+        .method_not_allowed_fallback(|| async {
+            crate::ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "Method Not Allowed",
+            )
+        })
         .layer(axum::middleware::from_fn_with_state(
             settings.trusted_proxy_hops,
             crate::rate_limit::identify_client,

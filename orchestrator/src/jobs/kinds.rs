@@ -73,8 +73,11 @@ macro_rules! job_kinds {
                     description = "Repeat a submit safely: the same key and body within 24 h return the same job")),
                 responses(
                     (status = 202, body = crate::jobs::submit::JobAccepted),
+                    (status = 400, description = "Body is not JSON, or a malformed Idempotency-Key", body = common::error::ErrorBody),
                     (status = 408, description = "The body did not arrive within REQUEST_TIMEOUT_SECONDS", body = common::error::ErrorBody),
                     (status = 409, description = "Idempotency-Key reused with a different body", body = common::error::ErrorBody),
+                    (status = 413, description = "Body larger than 64 KiB", body = common::error::ErrorBody),
+                    (status = 415, description = "Not `Content-Type: application/json`", body = common::error::ErrorBody),
                     (status = 422, description = "Invalid field, or an image URL outside the allowed origins; `detail` names it", body = common::error::ErrorBody),
                     (status = 429, description = "Rate limit, daily quota or queue backlog reached; see `Retry-After`", body = common::error::ErrorBody,
                         headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
@@ -155,10 +158,13 @@ fn in_range_f(field: &str, value: f64, min: f64, max: f64) -> Result<(), ApiErro
     }
 }
 
+/// The longest image URL accepted, in bytes.
+const MAX_URL_LEN: usize = 4096;
+
 /// Image URLs are fetched by the GPU/CPU hosts: absolute http(s) only.
 fn image_url(field: &str, value: &str) -> Result<(), ApiError> {
     let ok = (value.starts_with("https://") || value.starts_with("http://"))
-        && value.len() <= 4096
+        && value.len() <= MAX_URL_LEN
         && !value.chars().any(char::is_whitespace);
     if ok {
         Ok(())
@@ -172,6 +178,30 @@ fn image_url(field: &str, value: &str) -> Result<(), ApiError> {
 
 fn optional_url(field: &str, value: Option<&str>) -> Result<(), ApiError> {
     value.map_or(Ok(()), |v| image_url(field, v))
+}
+
+/// What `image_url` accepts, as the OpenAPI documents say it, so a fuzzer
+/// generates URLs that get past the check (`schema_with` on each URL field).
+fn url_schema() -> utoipa::openapi::schema::Object {
+    url_schema_of(utoipa::openapi::schema::Type::String.into())
+}
+
+fn optional_url_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::Type;
+    url_schema_of([Type::String, Type::Null].into_iter().collect())
+}
+
+fn url_schema_of(
+    schema_type: utoipa::openapi::schema::SchemaType,
+) -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(schema_type)
+        .description(Some(
+            "An absolute http(s) URL the host can fetch, without whitespace",
+        ))
+        .pattern(Some(r"^https?://\S+$"))
+        .max_length(Some(MAX_URL_LEN))
+        .build()
 }
 
 fn text(field: &str, value: Option<&str>) -> Result<(), ApiError> {
@@ -205,22 +235,26 @@ fn seedream() -> String {
 /// A new camera angle of one image (GPU).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CameraAngleJob {
+    #[schema(schema_with = url_schema)]
     pub image_url: String,
     #[serde(default)]
     pub prompt: Option<String>,
     /// -2..2
     #[serde(default)]
+    #[schema(minimum = -2, maximum = 2)]
     pub vertical: i64,
     /// -2..2
     #[serde(default)]
+    #[schema(minimum = -2, maximum = 2)]
     pub horizontal: i64,
     /// -1..1
     #[serde(default)]
+    #[schema(minimum = -1, maximum = 1)]
     pub zoom: i64,
     #[serde(default)]
     pub seed: Option<i64>,
     #[serde(default = "eight")]
-    #[schema(default = 8)]
+    #[schema(default = 8, minimum = 1, maximum = 100)]
     pub steps: i64,
 }
 
@@ -238,19 +272,22 @@ impl CameraAngleJob {
 /// A prompt-driven edit of up to three images (GPU).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct QwenImageEditJob {
+    #[schema(schema_with = url_schema)]
     pub image_url: String,
     pub prompt: String,
+    #[schema(schema_with = optional_url_schema)]
     #[serde(default)]
     pub image2_url: Option<String>,
+    #[schema(schema_with = optional_url_schema)]
     #[serde(default)]
     pub image3_url: Option<String>,
     #[serde(default)]
     pub seed: Option<i64>,
     #[serde(default = "four")]
-    #[schema(default = 4)]
+    #[schema(default = 4, minimum = 1, maximum = 100)]
     pub steps: i64,
     #[serde(default = "one")]
-    #[schema(default = 1.0)]
+    #[schema(default = 1.0, minimum = 0.0, maximum = 30.0)]
     pub cfg: f64,
     #[serde(default = "sa_solver")]
     #[schema(default = "sa_solver")]
@@ -259,7 +296,7 @@ pub struct QwenImageEditJob {
     #[schema(default = "beta")]
     pub scheduler: String,
     #[serde(default = "one")]
-    #[schema(default = 1.0)]
+    #[schema(default = 1.0, minimum = 0.0, maximum = 1.0)]
     pub denoise: f64,
 }
 
@@ -280,10 +317,12 @@ impl QwenImageEditJob {
 /// Masks a face in an image (CPU).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FaceMaskTask {
+    #[schema(schema_with = url_schema)]
     pub image_url: String,
     #[serde(default)]
     pub face_position_prompt: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100)]
     pub face_index: i64,
 }
 
@@ -298,7 +337,9 @@ impl FaceMaskTask {
 /// Swaps a face into a masked image (CPU).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FaceSwapTask {
+    #[schema(schema_with = url_schema)]
     pub masked_image_url: String,
+    #[schema(schema_with = url_schema)]
     pub target_face_url: String,
     #[serde(default)]
     pub prompt: Option<String>,
@@ -318,7 +359,9 @@ impl FaceSwapTask {
 /// Masks and swaps a face in one go (CPU).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FullFaceSwapTask {
+    #[schema(schema_with = url_schema)]
     pub source_image_url: String,
+    #[schema(schema_with = url_schema)]
     pub target_face_url: String,
     #[serde(default = "seedream")]
     #[schema(default = "seedream")]
@@ -328,6 +371,7 @@ pub struct FullFaceSwapTask {
     #[serde(default)]
     pub expression_prompt: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 100)]
     pub face_index: i64,
     /// e.g. `"auto"`.
     #[serde(default)]

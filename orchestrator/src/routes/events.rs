@@ -7,7 +7,7 @@
 use std::{convert::Infallible, time::Duration};
 
 use axum::{
-    extract::{Path, State},
+    extract::State,
     response::sse::{Event, KeepAlive, Sse},
 };
 use common::ApiError;
@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::{
     AppState,
-    jobs::{JobView, check_job_id},
+    jobs::{JobId, JobView},
 };
 
 fn event(view: &JobView) -> Event {
@@ -31,12 +31,12 @@ fn event(view: &JobView) -> Event {
     responses(
         (status = 200, description = "text/event-stream of `status` events, each the job as JSON", content_type = "text/event-stream"),
         (status = 404, description = "Job not found", body = common::error::ErrorBody),
+        (status = 503, description = "Task store unavailable", body = common::error::ErrorBody),
     ))]
 pub async fn job_events(
     State(app): State<AppState>,
-    Path(job_id): Path<String>,
+    JobId(job_id): JobId,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    check_job_id(&job_id)?;
     let current = app
         .tasks
         .get(&job_id)

@@ -2,7 +2,8 @@
 
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::{FromRequestParts, Path, State},
+    http::request::Parts,
 };
 use common::ApiError;
 use serde::Serialize;
@@ -91,13 +92,26 @@ impl From<TaskRecord> for JobView {
     }
 }
 
-/// Ids are UUIDs: anything much longer, or an idempotency record's id, cannot
-/// be a job, and must not reach the store as a key of arbitrary size.
-pub fn check_job_id(job_id: &str) -> Result<(), ApiError> {
-    if job_id.len() > 64 || job_id.starts_with("idempotency#") {
-        return Err(ApiError::not_found("Job not found"));
+/// The `{job_id}` of a path. Ids are UUIDs: anything much longer, or an
+/// idempotency record's id, cannot be a job, and must not reach the store as
+/// a key of arbitrary size. A segment that is not UTF-8 (`%FF`) cannot be
+/// one either: 404 like any other unknown id, rather than axum's plain-text
+/// 400.
+pub struct JobId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for JobId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let not_found = || ApiError::not_found("Job not found");
+        let Path(job_id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| not_found())?;
+        if job_id.len() > 64 || job_id.starts_with("idempotency#") {
+            return Err(not_found());
+        }
+        Ok(Self(job_id))
     }
-    Ok(())
 }
 
 /// A job's status; 404 `{"detail":"Job not found"}` for an unknown id.
@@ -106,12 +120,12 @@ pub fn check_job_id(job_id: &str) -> Result<(), ApiError> {
     responses(
         (status = 200, body = JobView),
         (status = 404, description = "Job not found", body = common::error::ErrorBody),
+        (status = 503, description = "Task store unavailable", body = common::error::ErrorBody),
     ))]
 pub async fn get_job(
     State(app): State<AppState>,
-    Path(job_id): Path<String>,
+    JobId(job_id): JobId,
 ) -> Result<Json<JobView>, ApiError> {
-    check_job_id(&job_id)?;
     match app.tasks.get(&job_id).await? {
         Some(record) => Ok(Json(JobView::from(record))),
         None => Err(ApiError::not_found("Job not found")),
@@ -127,12 +141,12 @@ pub async fn get_job(
         (status = 200, body = JobView),
         (status = 404, description = "Job not found", body = common::error::ErrorBody),
         (status = 409, description = "The job is already final", body = common::error::ErrorBody),
+        (status = 503, description = "Task store unavailable", body = common::error::ErrorBody),
     ))]
 pub async fn cancel_job(
     State(app): State<AppState>,
-    Path(job_id): Path<String>,
+    JobId(job_id): JobId,
 ) -> Result<Json<JobView>, ApiError> {
-    check_job_id(&job_id)?;
     let change =
         StatusChange::to(JobStatus::Cancelled, crate::unix_now()).error("cancelled by request");
     match app

@@ -29,9 +29,27 @@ pub type AppState = Arc<App>;
         title = "orchestrator",
         description = "Accepts GPU and CPU jobs (202 at once), reports their status, and manages the GPU host. Errors are `{\"detail\": \"…\"}`."
     ),
-    components(schemas(common::error::ErrorBody))
+    components(schemas(common::error::ErrorBody)),
+    modifiers(&AdminToken)
 )]
 struct ApiDoc;
+
+/// Declares the `admin_token` scheme the GPU start/stop operations name:
+/// `Authorization: Bearer $ADMIN_TOKEN`.
+struct AdminToken;
+
+impl utoipa::Modify for AdminToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "admin_token",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+    }
+}
 
 /// `jobs_rate` limits the submit routes per client.
 fn api(jobs_rate: Arc<common::rate_limit::RateLimit>) -> OpenApiRouter<AppState> {

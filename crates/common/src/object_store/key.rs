@@ -27,6 +27,24 @@ pub enum KeyError {
     SegmentTooLong,
 }
 
+/// `validate_key`'s alphabet and slashes as a JSON-schema pattern, for the
+/// OpenAPI documents: a fuzzer then generates keys that get past the shape
+/// check. (The `.`/`..` segment rule is left to `validate_key`.)
+pub const KEY_PATTERN: &str = "^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$";
+
+/// The OpenAPI schema of a key field (`#[schema(schema_with = key_schema)]`).
+pub fn key_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some(
+            "An object key, e.g. `images/<session>/<id>.png` or `comfyui-results/…/x.png`",
+        ))
+        .pattern(Some(KEY_PATTERN))
+        .min_length(Some(1))
+        .max_length(Some(MAX_KEY_LEN))
+        .build()
+}
+
 /// Checks a key from outside the process before it is used for anything.
 pub fn validate_key(key: &str) -> Result<(), KeyError> {
     if key.is_empty() {

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-pub use key::{KeyError, validate_key};
+pub use key::{KEY_PATTERN, KeyError, key_schema, validate_key};
 pub use local::LocalStore;
 pub use s3::{PublicUrls, S3Store};
 
