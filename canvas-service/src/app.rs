@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use common::object_store::{LocalStore, ObjectStore, S3Store};
+use common::{
+    auth::{AuthError, AuthMode, Authenticator},
+    object_store::{LocalStore, ObjectStore, S3Store},
+};
 
 use crate::{
     config::{CanvasConfig, StorageSettings},
@@ -16,6 +19,8 @@ pub struct App {
     /// at `/<key>` itself.
     pub local_files: Option<Arc<LocalStore>>,
     pub max_upload_bytes: u64,
+    /// Who is calling; installed as a layer by the router.
+    pub auth: Arc<Authenticator>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +29,8 @@ pub enum StartupError {
     Database(#[from] sqlx::Error),
     #[error("object store: {0}")]
     Storage(#[from] std::io::Error),
+    #[error("{0}")]
+    Auth(#[from] AuthError),
 }
 
 impl App {
@@ -60,11 +67,21 @@ impl App {
             },
             "canvas-service parts ready"
         );
+        let auth =
+            Arc::new(Authenticator::new(&config.auth)?.with_public(crate::routes::is_public));
         Ok(Self {
             db,
             store,
             local_files,
             max_upload_bytes: config.max_upload_bytes,
+            auth,
         })
+    }
+
+    /// Whether sessions are scoped to their owner. With accounts off every
+    /// caller is anonymous, and the session id alone is the capability, as
+    /// before accounts (an owned session stays reachable by its id).
+    pub fn checks_owners(&self) -> bool {
+        self.auth.mode() != AuthMode::Off
     }
 }

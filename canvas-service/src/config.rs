@@ -5,6 +5,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use common::{
+    auth::AuthSettings,
     aws::AwsSettings,
     config::{ConfigError, Env, HttpSettings},
     object_store::PublicUrls,
@@ -22,6 +23,8 @@ pub struct CanvasConfig {
     pub storage: StorageSettings,
     /// `MAX_UPLOAD_BYTES`: the largest image accepted, in bytes.
     pub max_upload_bytes: u64,
+    /// `AUTH_MODE` and the Supabase project that signs access tokens.
+    pub auth: AuthSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -158,6 +161,7 @@ impl CanvasConfig {
             database,
             storage,
             max_upload_bytes,
+            auth: AuthSettings::from_env(env)?,
         })
     }
 }

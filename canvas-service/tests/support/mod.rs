@@ -8,7 +8,7 @@
 
 pub mod images;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::{
     Router,
@@ -43,6 +43,8 @@ pub struct TestApp {
     pub dir: TempDir,
     pub env: Vec<(String, String)>,
     s3: Option<(aws_sdk_s3::Client, String)>,
+    /// The access token every request carries, once signed in.
+    token: Mutex<Option<String>>,
 }
 
 pub struct TestAppBuilder {
@@ -69,6 +71,16 @@ impl TestAppBuilder {
         match self.backends {
             Backends::Embedded => {
                 env.push(("DATA_DIR".into(), dir.path().display().to_string()));
+                // SUPABASE_URL marks a deployment, which must name its
+                // database: name the embedded one.
+                if env.iter().any(|(k, _)| k == "SUPABASE_URL")
+                    && !env.iter().any(|(k, _)| k == "DATABASE_URL")
+                {
+                    env.push((
+                        "DATABASE_URL".into(),
+                        format!("sqlite://{}", dir.path().join("canvas.db").display()),
+                    ));
+                }
             }
             Backends::Live => {
                 env.push((
@@ -101,6 +113,7 @@ impl TestAppBuilder {
             dir,
             env,
             s3,
+            token: Mutex::new(None),
         }
     }
 }
@@ -154,7 +167,26 @@ impl TestApp {
         }
     }
 
-    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+    /// Every request from now on carries `Authorization: Bearer <token>`
+    /// (unless it sets its own).
+    pub fn sign_in(&self, token: &str) {
+        *self.token.lock().unwrap() = Some(token.to_owned());
+    }
+
+    /// Requests from now on are anonymous.
+    pub fn sign_out(&self) {
+        *self.token.lock().unwrap() = None;
+    }
+
+    pub async fn send(&self, mut request: Request<Body>) -> TestResponse {
+        if let Some(token) = self.token.lock().unwrap().clone()
+            && !request.headers().contains_key(header::AUTHORIZATION)
+        {
+            request.headers_mut().insert(
+                header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+        }
         let response = self
             .router
             .clone()
@@ -344,7 +376,7 @@ impl TestApp {
     pub async fn sql(&self, statement: &str) {
         use sqlx::Connection;
         let statement = sqlx::AssertSqlSafe(statement.to_owned());
-        match self.var("DATABASE_URL") {
+        match self.var("DATABASE_URL").filter(|url| url.starts_with("postgres")) {
             Some(url) => {
                 let mut conn = sqlx::PgConnection::connect(url)
                     .await

@@ -562,6 +562,38 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// The `bearer` security scheme (a Supabase access token) in a service's
+/// OpenAPI document, optional on every operation that declares no security
+/// of its own (`AUTH_MODE` decides whether it is needed at run time).
+pub struct BearerSecurity;
+
+impl utoipa::Modify for BearerSecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .description(Some(
+                            "A Supabase access token. Needed when AUTH_MODE=required; with optional, anonymous calls work too.",
+                        ))
+                        .build(),
+                ),
+            );
+        openapi.security = Some(vec![
+            SecurityRequirement::default(),
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+        ]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
