@@ -9,6 +9,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use common::{
+    auth::AuthSettings,
     aws::AwsSettings,
     config::{ConfigError, Env, HttpSettings},
     telemetry::LogFormat,
@@ -44,6 +45,8 @@ pub struct OrchestratorConfig {
     /// interval (it grows ×1.5 up to ten times this).
     pub worker_poll: Duration,
     pub aws: AwsSettings,
+    /// `AUTH_MODE` and the Supabase project that signs access tokens.
+    pub auth: AuthSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +155,7 @@ impl OrchestratorConfig {
                 .unwrap_or(1),
             worker_poll: Duration::from_millis(positive(env, "WORKER_POLL_MILLIS", 500)?),
             aws: AwsSettings::from_env(env)?,
+            auth: AuthSettings::from_env(env)?,
         })
     }
 

@@ -73,16 +73,18 @@ macro_rules! job_kinds {
                     description = "Repeat a submit safely: the same key and body within 24 h return the same job")),
                 responses(
                     (status = 202, body = crate::jobs::submit::JobAccepted),
+                    (status = 401, description = "Missing (AUTH_MODE=required) or invalid access token", body = common::error::ErrorBody),
                     (status = 409, description = "Idempotency-Key reused with a different body", body = common::error::ErrorBody),
                     (status = 422, description = "Invalid field; `detail` names it", body = common::error::ErrorBody),
                     (status = 503, description = "Task store or queue unavailable; the job was not accepted", body = common::error::ErrorBody),
                 ))]
             pub async fn $handler(
                 state: axum::extract::State<crate::routes::AppState>,
+                caller: common::caller::Caller,
                 headers: axum::http::HeaderMap,
                 body: common::extract::ApiJson<$request>,
             ) -> Result<(axum::http::StatusCode, axum::Json<crate::jobs::submit::JobAccepted>), ApiError> {
-                crate::jobs::submit::submit_handler(state, headers, body).await
+                crate::jobs::submit::submit_handler(state, caller, headers, body).await
             }
         )*
 

@@ -11,7 +11,7 @@ use axum::{
     extract::State,
     http::{HeaderMap, StatusCode},
 };
-use common::{ApiError, extract::ApiJson};
+use common::{ApiError, caller::Caller, extract::ApiJson};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -40,13 +40,21 @@ pub struct JobAccepted {
 
 pub async fn submit_handler<T: JobRequest>(
     State(app): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     ApiJson(request): ApiJson<T>,
 ) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
     request.validate()?;
     let request_body = serde_json::to_value(&request).map_err(ApiError::internal)?;
     let key = idempotency_key(&headers)?;
-    let accepted = submit(&app, &T::KIND, request_body, key.as_deref()).await?;
+    let accepted = submit(
+        &app,
+        &T::KIND,
+        request_body,
+        key.as_deref(),
+        caller.user_id.as_deref(),
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
@@ -64,6 +72,18 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         ));
     }
     Ok(Some(key.to_owned()))
+}
+
+/// The stored form of an Idempotency-Key, scoped to its user: the same key
+/// from two users names two jobs, so a key never shows one user another's
+/// job. Anonymous keys hash as before accounts. (A header value cannot hold
+/// the newline, so no anonymous key can pose as a user's.)
+fn idempotency_key_hash(owner_id: Option<&str>, key: &str) -> String {
+    let scoped = match owner_id {
+        Some(owner) => Sha256::digest(format!("{owner}\n{key}").as_bytes()),
+        None => Sha256::digest(key.as_bytes()),
+    };
+    hex::encode(scoped)
 }
 
 /// The queue message, exactly as the adapters parse it.
@@ -89,11 +109,12 @@ pub async fn submit(
     kind: &'static JobKind,
     request_body: Value,
     idempotency_key: Option<&str>,
+    owner_id: Option<&str>,
 ) -> Result<JobAccepted, ApiError> {
     let task_id = uuid::Uuid::new_v4().to_string();
     let now = crate::unix_now();
 
-    let key_hash = idempotency_key.map(|key| hex::encode(Sha256::digest(key.as_bytes())));
+    let key_hash = idempotency_key.map(|key| idempotency_key_hash(owner_id, key));
     if let Some(key_hash) = &key_hash {
         let fingerprint = hex::encode(Sha256::digest(
             format!("{}\n{}", kind.route, request_body).as_bytes(),
@@ -139,7 +160,7 @@ pub async fn submit(
         }
     }
 
-    let accepted = accept(app, kind, &task_id, &request_body, now).await;
+    let accepted = accept(app, kind, &task_id, &request_body, now, owner_id).await;
     if accepted.is_err()
         && let Some(key_hash) = &key_hash
         && let Err(e) = app.tasks.release_idempotency_key(key_hash, &task_id).await
@@ -161,6 +182,7 @@ async fn accept(
     task_id: &str,
     request_body: &Value,
     now: i64,
+    owner_id: Option<&str>,
 ) -> Result<(), ApiError> {
     app.tasks
         .create(&NewTask {
@@ -169,6 +191,7 @@ async fn accept(
             kind: kind.name.to_owned(),
             queue: kind.queue.as_str().to_owned(),
             now,
+            owner_id: owner_id.map(str::to_owned),
         })
         .await?;
     let body = message_body(kind, task_id, request_body);

@@ -4,7 +4,7 @@ use axum::{
     Json,
     extract::{Path, State},
 };
-use common::ApiError;
+use common::{ApiError, caller::Caller};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -100,22 +100,37 @@ pub fn check_job_id(job_id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A job's status; 404 `{"detail":"Job not found"}` for an unknown id.
+/// The job's record, if `caller` may see it: another user's job is "not
+/// found", exactly as an unknown id. Jobs without an owner (anonymous, or
+/// from before accounts) are anyone's who holds the id.
+pub async fn visible_job(
+    app: &crate::App,
+    caller: &Caller,
+    job_id: &str,
+) -> Result<TaskRecord, ApiError> {
+    check_job_id(job_id)?;
+    match app.tasks.get(job_id).await? {
+        Some(record) if caller.may_access(record.owner_id.as_deref()) => Ok(record),
+        _ => Err(ApiError::not_found("Job not found")),
+    }
+}
+
+/// A job's status; 404 `{"detail":"Job not found"}` for an unknown id (or
+/// another user's job).
 #[utoipa::path(get, path = "/api/v1/jobs/{job_id}", tag = "jobs",
     params(("job_id" = String, Path, description = "The id a submit returned")),
     responses(
         (status = 200, body = JobView),
+        (status = 401, description = "Missing (AUTH_MODE=required) or invalid access token", body = common::error::ErrorBody),
         (status = 404, description = "Job not found", body = common::error::ErrorBody),
     ))]
 pub async fn get_job(
     State(app): State<AppState>,
+    caller: Caller,
     Path(job_id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    check_job_id(&job_id)?;
-    match app.tasks.get(&job_id).await? {
-        Some(record) => Ok(Json(JobView::from(record))),
-        None => Err(ApiError::not_found("Job not found")),
-    }
+    let record = visible_job(&app, &caller, &job_id).await?;
+    Ok(Json(JobView::from(record)))
 }
 
 /// Cancels a job that is not final yet: it becomes `cancelled` (read as
@@ -125,14 +140,17 @@ pub async fn get_job(
     params(("job_id" = String, Path, description = "The id a submit returned")),
     responses(
         (status = 200, body = JobView),
+        (status = 401, description = "Missing (AUTH_MODE=required) or invalid access token", body = common::error::ErrorBody),
         (status = 404, description = "Job not found", body = common::error::ErrorBody),
         (status = 409, description = "The job is already final", body = common::error::ErrorBody),
     ))]
 pub async fn cancel_job(
     State(app): State<AppState>,
+    caller: Caller,
     Path(job_id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    check_job_id(&job_id)?;
+    // Only who may see the job may cancel it.
+    visible_job(&app, &caller, &job_id).await?;
     let change =
         StatusChange::to(JobStatus::Cancelled, crate::unix_now()).error("cancelled by request");
     match app
