@@ -178,6 +178,17 @@ async fn migrations_create_everything_on_an_empty_database() {
     assert_eq!(tables, ["images", "sessions"]);
 }
 
+/// Every session as (id, created_at).
+async fn sessions(conn: &mut sqlx::PgConnection) -> Vec<(String, String)> {
+    sqlx::query("SELECT id::text, created_at::text FROM sessions ORDER BY id")
+        .fetch_all(conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
 /// Accounts add `sessions.owner_id`: nullable, no default, the existing
 /// sessions untouched and (unowned) still reachable by id once accounts are
 /// on.
@@ -192,16 +203,7 @@ async fn owner_column_leaves_existing_sessions_alone() {
         .execute(&mut conn)
         .await
         .unwrap();
-    let sessions = |conn: &mut sqlx::PgConnection| {
-        sqlx::query("SELECT id::text, created_at::text FROM sessions ORDER BY id")
-            .fetch_all(conn)
-    };
-    let before: Vec<(String, String)> = sessions(&mut conn)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let before = sessions(&mut conn).await;
     assert!(!before.is_empty());
 
     let key = testkit::auth::SigningKey::es256("key-1");
@@ -212,12 +214,7 @@ async fn owner_column_leaves_existing_sessions_alone() {
         .env("SUPABASE_URL", &project.url)
         .start()
         .await;
-    let after: Vec<(String, String)> = sessions(&mut conn)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let after = sessions(&mut conn).await;
     assert_eq!(after, before, "sessions untouched by the migration");
     let column = sqlx::query(
         "SELECT is_nullable, column_default IS NULL AS no_default FROM information_schema.columns
