@@ -69,7 +69,13 @@ async fn valid_tokens_pass_and_bad_ones_are_401(builder: TestAppBuilder) {
     for key in [&ec, &rsa] {
         let token = key.sign(&project.claims("alice"));
         let created = create_session_with(&app, &format!("Bearer {token}")).await;
-        assert_eq!(created.status, StatusCode::OK, "{}: {}", key.kid, created.text());
+        assert_eq!(
+            created.status,
+            StatusCode::OK,
+            "{}: {}",
+            key.kid,
+            created.text()
+        );
     }
     // Anonymous calls work as before in optional mode.
     assert_eq!(app.new_session().await.len(), 36);
@@ -157,9 +163,14 @@ async fn unknown_key_id_refetches_the_jwks(builder: TestAppBuilder) {
     assert_eq!(project.fetches(), 2);
 
     // A key id the project does not publish: refetched, still refused.
-    let response =
-        create_session_with(&app, &format!("Bearer {}", first.sign_as("key-9", &project.claims("alice"))))
-            .await;
+    let response = create_session_with(
+        &app,
+        &format!(
+            "Bearer {}",
+            first.sign_as("key-9", &project.claims("alice"))
+        ),
+    )
+    .await;
     assert_eq!(
         assert_unauthorized(&response),
         "Access token signed by an unknown key"
@@ -226,12 +237,23 @@ async fn legacy_hs256_secret(builder: TestAppBuilder) {
     assert_eq!(list(&app, &session).await.status, StatusCode::OK);
 
     app.sign_in(&hs256("another-secret", &claims));
-    assert_unauthorized(&app.send(Request::post("/session").header(header::ORIGIN, FRONTEND).body(Body::empty()).unwrap()).await);
+    assert_unauthorized(
+        &app.send(
+            Request::post("/session")
+                .header(header::ORIGIN, FRONTEND)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await,
+    );
     // Without a JWKS, asymmetric tokens are not accepted.
     app.sign_in(&SigningKey::es256("k").sign(&claims));
     assert_eq!(list(&app, &session).await.status, StatusCode::UNAUTHORIZED);
     // The owner is who the secret's token says.
-    app.sign_in(&hs256(secret, &json!({"sub": "bob", "aud": "authenticated", "exp": 4_000_000_000u64})));
+    app.sign_in(&hs256(
+        secret,
+        &json!({"sub": "bob", "aud": "authenticated", "exp": 4_000_000_000u64}),
+    ));
     assert_eq!(list(&app, &session).await.status, StatusCode::NOT_FOUND);
 }
 
@@ -245,7 +267,12 @@ async fn required_mode_refuses_anonymous_api_calls(builder: TestAppBuilder) {
         .await;
     for path in ["/", "/health", "/ready", "/openapi.json"] {
         let response = app.get(path).await;
-        assert_eq!(response.status, StatusCode::OK, "{path}: {}", response.text());
+        assert_eq!(
+            response.status,
+            StatusCode::OK,
+            "{path}: {}",
+            response.text()
+        );
     }
     // The object route is public, as the CDN is: a missing object is 404,
     // not 401.
@@ -257,12 +284,37 @@ async fn required_mode_refuses_anonymous_api_calls(builder: TestAppBuilder) {
     );
     let session_id = "11111111-1111-4111-8111-111111111111";
     let anonymous = [
-        app.send(Request::post("/session").header(header::ORIGIN, FRONTEND).body(Body::empty()).unwrap()).await,
-        app.send(Request::get(format!("/images?session_id={session_id}")).header(header::ORIGIN, FRONTEND).body(Body::empty()).unwrap()).await,
-        app.post("/add-image", json!({"session_id": session_id, "s3_key": "comfyui-results/x.png"})).await,
-        app.post("/update-position", json!({"session_id": session_id, "s3_key": "comfyui-results/x.png", "x": 1, "y": 2})).await,
-        app.delete("/delete-image", json!({"session_id": session_id, "s3_key": "comfyui-results/x.png"})).await,
-        app.upload(session_id, "a.png", "image/png", &images::png(2, 2)).await,
+        app.send(
+            Request::post("/session")
+                .header(header::ORIGIN, FRONTEND)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await,
+        app.send(
+            Request::get(format!("/images?session_id={session_id}"))
+                .header(header::ORIGIN, FRONTEND)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await,
+        app.post(
+            "/add-image",
+            json!({"session_id": session_id, "s3_key": "comfyui-results/x.png"}),
+        )
+        .await,
+        app.post(
+            "/update-position",
+            json!({"session_id": session_id, "s3_key": "comfyui-results/x.png", "x": 1, "y": 2}),
+        )
+        .await,
+        app.delete(
+            "/delete-image",
+            json!({"session_id": session_id, "s3_key": "comfyui-results/x.png"}),
+        )
+        .await,
+        app.upload(session_id, "a.png", "image/png", &images::png(2, 2))
+            .await,
     ];
     for response in &anonymous {
         assert_eq!(
@@ -278,7 +330,10 @@ async fn required_mode_refuses_anonymous_api_calls(builder: TestAppBuilder) {
                 .uri("/session")
                 .header(header::ORIGIN, FRONTEND)
                 .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
-                .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization,content-type")
+                .header(
+                    header::ACCESS_CONTROL_REQUEST_HEADERS,
+                    "authorization,content-type",
+                )
                 .body(Body::empty())
                 .unwrap(),
         )
@@ -309,7 +364,10 @@ async fn required_mode_refuses_anonymous_api_calls(builder: TestAppBuilder) {
 
     // The OpenAPI document declares the bearer scheme and the 401s.
     let doc = app.get("/openapi.json").await.json();
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     for (path, method) in [
         ("/session", "post"),
         ("/upload", "post"),
@@ -330,7 +388,11 @@ async fn list(app: &TestApp, session: &str) -> TestResponse {
 }
 
 /// Every session endpoint, as the current caller: (name, status, body).
-async fn every_endpoint(app: &TestApp, session: &str, uploaded_key: &str) -> Vec<(&'static str, StatusCode, Value)> {
+async fn every_endpoint(
+    app: &TestApp,
+    session: &str,
+    uploaded_key: &str,
+) -> Vec<(&'static str, StatusCode, Value)> {
     let result_key = "comfyui-results/owned.png";
     let mut out = vec![];
     let r = list(app, session).await;
@@ -340,7 +402,10 @@ async fn every_endpoint(app: &TestApp, session: &str, uploaded_key: &str) -> Vec
         .await;
     out.push(("upload", r.status, r.json()));
     let r = app
-        .post("/add-image", json!({"session_id": session, "s3_key": result_key}))
+        .post(
+            "/add-image",
+            json!({"session_id": session, "s3_key": result_key}),
+        )
         .await;
     out.push(("add-image", r.status, r.json()));
     let r = app

@@ -131,7 +131,8 @@ impl App {
     pub async fn from_config(config: &OrchestratorConfig) -> Result<Self, StartupError> {
         // The metrics recorder must exist before anything counts.
         crate::telemetry::metrics_handle();
-        let auth = Arc::new(Authenticator::new(&config.auth)?.with_public(crate::routes::is_public));
+        let auth =
+            Arc::new(Authenticator::new(&config.auth)?.with_public(crate::routes::is_public));
         let Stores {
             tasks,
             gpu_queue,

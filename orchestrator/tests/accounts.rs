@@ -72,7 +72,10 @@ async fn stored_owner(app: &TestApp, job: &str) -> Option<String> {
 async fn read_stream_cancel(app: &TestApp, job: &str) -> Vec<(&'static str, TestResponse)> {
     vec![
         ("get", app.get(&format!("/api/v1/jobs/{job}")).await),
-        ("events", app.get(&format!("/api/v1/jobs/{job}/events")).await),
+        (
+            "events",
+            app.get(&format!("/api/v1/jobs/{job}/events")).await,
+        ),
         (
             "cancel",
             app.post(&format!("/api/v1/jobs/{job}/cancel"), json!({}))
@@ -117,7 +120,11 @@ async fn owned_jobs_are_404_to_everyone_else(builder: TestAppBuilder) {
     assert_eq!(cancelled.json()["cancelled"], true);
     let events = app.get(&format!("/api/v1/jobs/{job}/events")).await;
     assert_eq!(events.status, StatusCode::OK);
-    assert!(events.text().contains("\"status\":\"cancelled\""), "{}", events.text());
+    assert!(
+        events.text().contains("\"status\":\"cancelled\""),
+        "{}",
+        events.text()
+    );
 }
 
 async fn anonymous_jobs_stay_reachable_by_id(builder: TestAppBuilder) {
@@ -174,9 +181,21 @@ async fn required_mode_refuses_anonymous_api_calls(builder: TestAppBuilder) {
         .env("SUPABASE_URL", &project.url)
         .start()
         .await;
-    for path in ["/", "/health", "/api/v1/health", "/ready", "/metrics", "/openapi.json"] {
+    for path in [
+        "/",
+        "/health",
+        "/api/v1/health",
+        "/ready",
+        "/metrics",
+        "/openapi.json",
+    ] {
         let response = app.get(path).await;
-        assert_eq!(response.status, StatusCode::OK, "{path}: {}", response.text());
+        assert_eq!(
+            response.status,
+            StatusCode::OK,
+            "{path}: {}",
+            response.text()
+        );
     }
     let job = "11111111-1111-4111-8111-111111111111";
     let refused = [
@@ -198,7 +217,11 @@ async fn required_mode_refuses_anonymous_api_calls(builder: TestAppBuilder) {
     // GPU start/stop keep their own bearer token (ADMIN_TOKEN), which is
     // not a user's: the accounts layer leaves them to it.
     let start = app
-        .post_with("/api/v1/gpu/start", json!({}), &[("authorization", "Bearer admin")])
+        .post_with(
+            "/api/v1/gpu/start",
+            json!({}),
+            &[("authorization", "Bearer admin")],
+        )
         .await;
     assert_eq!(start.status, StatusCode::FORBIDDEN, "{}", start.text());
     // Preflights need no token and allow the Authorization header.
@@ -209,7 +232,10 @@ async fn required_mode_refuses_anonymous_api_calls(builder: TestAppBuilder) {
                 .uri(SUBMIT)
                 .header(header::ORIGIN, FRONTEND)
                 .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
-                .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization,content-type,idempotency-key")
+                .header(
+                    header::ACCESS_CONTROL_REQUEST_HEADERS,
+                    "authorization,content-type,idempotency-key",
+                )
                 .body(Body::empty())
                 .unwrap(),
         )
@@ -226,7 +252,10 @@ async fn required_mode_refuses_anonymous_api_calls(builder: TestAppBuilder) {
     assert_eq!(app.job(&job).await["status"], "pending");
 
     let doc = app.get("/openapi.json").await.json();
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     for (path, method) in [
         (SUBMIT, "post"),
         ("/api/v1/jobs/{job_id}", "get"),
@@ -276,7 +305,10 @@ async fn legacy_hs256_secret(builder: TestAppBuilder) {
     assert_eq!(stored_owner(&app, &job).await.as_deref(), Some("alice"));
     app.sign_in(&hs256(secret, &claims("bob")));
     let response = app.get(&format!("/api/v1/jobs/{job}")).await;
-    assert_eq!(response.assert_error(StatusCode::NOT_FOUND), "Job not found");
+    assert_eq!(
+        response.assert_error(StatusCode::NOT_FOUND),
+        "Job not found"
+    );
     app.sign_in(&hs256("not-the-secret", &claims("alice")));
     app.get(&format!("/api/v1/jobs/{job}"))
         .await

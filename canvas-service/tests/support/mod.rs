@@ -376,7 +376,10 @@ impl TestApp {
     pub async fn sql(&self, statement: &str) {
         use sqlx::Connection;
         let statement = sqlx::AssertSqlSafe(statement.to_owned());
-        match self.var("DATABASE_URL").filter(|url| url.starts_with("postgres")) {
+        match self
+            .var("DATABASE_URL")
+            .filter(|url| url.starts_with("postgres"))
+        {
             Some(url) => {
                 let mut conn = sqlx::PgConnection::connect(url)
                     .await

@@ -126,7 +126,9 @@ impl AuthSettings {
 
     /// The `iss` of the project's tokens.
     pub fn issuer(&self) -> Option<String> {
-        self.supabase_url.as_ref().map(|url| format!("{url}/auth/v1"))
+        self.supabase_url
+            .as_ref()
+            .map(|url| format!("{url}/auth/v1"))
     }
 
     pub fn jwks_url(&self) -> Option<String> {
@@ -450,7 +452,10 @@ impl Authenticator {
     /// Adds the service's own public requests (beside health, readiness,
     /// metrics and the OpenAPI document): they are never authenticated, and
     /// their caller is anonymous.
-    pub fn with_public(mut self, rule: impl Fn(&Method, &str) -> bool + Send + Sync + 'static) -> Self {
+    pub fn with_public(
+        mut self,
+        rule: impl Fn(&Method, &str) -> bool + Send + Sync + 'static,
+    ) -> Self {
         self.public = Box::new(rule);
         self
     }
@@ -482,9 +487,9 @@ impl Authenticator {
             Some(token) => Ok(Caller {
                 user_id: Some(verifier.verify(token).await?),
             }),
-            None if self.mode == AuthMode::Required => {
-                Err(ApiError::unauthorized("Sign in: this API needs an access token"))
-            }
+            None if self.mode == AuthMode::Required => Err(ApiError::unauthorized(
+                "Sign in: this API needs an access token",
+            )),
             None => Ok(Caller::ANONYMOUS),
         }
     }
@@ -626,7 +631,10 @@ mod tests {
         .unwrap();
         assert_eq!(settings.mode, AuthMode::Optional);
         assert_eq!(settings.audience, "api");
-        assert!(!format!("{settings:?}").contains("s3cret"), "secret in Debug");
+        assert!(
+            !format!("{settings:?}").contains("s3cret"),
+            "secret in Debug"
+        );
     }
 
     #[test]
@@ -648,9 +656,7 @@ mod tests {
         assert_eq!(err.variable, "AUTH_JWKS_REFRESH_SECONDS");
         // Off ignores the Supabase settings (canvas reads SUPABASE_URL as a
         // deployment marker too).
-        assert!(
-            AuthSettings::from_env(&Env::from_pairs([("SUPABASE_URL", "not a url")])).is_ok()
-        );
+        assert!(AuthSettings::from_env(&Env::from_pairs([("SUPABASE_URL", "not a url")])).is_ok());
     }
 
     #[test]

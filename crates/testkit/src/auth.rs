@@ -33,7 +33,11 @@ impl SigningKey {
     pub fn es256(kid: &str) -> Self {
         let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();
         let pkcs8 = pair.to_pkcs8v1().unwrap();
-        Self::new(kid, Algorithm::ES256, EncodingKey::from_ec_der(pkcs8.as_ref()))
+        Self::new(
+            kid,
+            Algorithm::ES256,
+            EncodingKey::from_ec_der(pkcs8.as_ref()),
+        )
     }
 
     /// A fresh 2048-bit RSA key (RS256).
