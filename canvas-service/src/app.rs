@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use common::{
+    auth::{AuthError, AuthMode, Authenticator},
     object_store::{LocalStore, ObjectStore, S3Store},
     rate_limit::RateLimit,
 };
@@ -25,6 +26,8 @@ pub struct App {
     pub sessions_rate: Arc<RateLimit>,
     pub max_image_pixels: u64,
     pub(crate) upload_slots: UploadSlots,
+    /// Who is calling; installed as a layer by the router.
+    pub auth: Arc<Authenticator>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,8 @@ pub enum StartupError {
     Database(#[from] sqlx::Error),
     #[error("object store: {0}")]
     Storage(#[from] std::io::Error),
+    #[error("{0}")]
+    Auth(#[from] AuthError),
 }
 
 impl App {
@@ -69,6 +74,8 @@ impl App {
             },
             "canvas-service parts ready"
         );
+        let auth =
+            Arc::new(Authenticator::new(&config.auth)?.with_public(crate::routes::is_public));
         Ok(Self {
             db,
             store,
@@ -78,6 +85,14 @@ impl App {
             sessions_rate: RateLimit::new("new sessions", config.sessions_rate),
             max_image_pixels: config.max_image_pixels,
             upload_slots: UploadSlots::new(config.max_concurrent_uploads),
+            auth,
         })
+    }
+
+    /// Whether sessions are scoped to their owner. With accounts off every
+    /// caller is anonymous, and the session id alone is the capability, as
+    /// before accounts (an owned session stays reachable by its id).
+    pub fn checks_owners(&self) -> bool {
+        self.auth.mode() != AuthMode::Off
     }
 }

@@ -5,6 +5,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use common::{
+    auth::AuthSettings,
     aws::AwsSettings,
     config::{ConfigError, Env, HttpSettings},
     object_store::PublicUrls,
@@ -40,6 +41,8 @@ pub struct CanvasConfig {
     /// `MAX_CONCURRENT_UPLOADS`: uploads received at once; past it, 503 with
     /// `Retry-After`. `None` (set to 0) means no limit.
     pub max_concurrent_uploads: Option<usize>,
+    /// `AUTH_MODE` and the Supabase project that signs access tokens.
+    pub auth: AuthSettings,
 }
 
 /// Dropping a folder of images onto the canvas uploads them all at once.
@@ -215,6 +218,7 @@ impl CanvasConfig {
             )?,
             max_image_pixels,
             max_concurrent_uploads,
+            auth: AuthSettings::from_env(env)?,
         })
     }
 }

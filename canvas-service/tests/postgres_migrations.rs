@@ -177,3 +177,75 @@ async fn migrations_create_everything_on_an_empty_database() {
     .collect();
     assert_eq!(tables, ["images", "sessions"]);
 }
+
+/// Every session as (id, created_at).
+async fn sessions(conn: &mut sqlx::PgConnection) -> Vec<(String, String)> {
+    sqlx::query("SELECT id::text, created_at::text FROM sessions ORDER BY id")
+        .fetch_all(conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Accounts add `sessions.owner_id`: nullable, no default, the existing
+/// sessions untouched and (unowned) still reachable by id once accounts are
+/// on.
+#[tokio::test]
+async fn owner_column_leaves_existing_sessions_alone() {
+    let Some(builder) = TestApp::live().await else {
+        return;
+    };
+    let url = support::create_database().await;
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(SUPABASE_SCHEMA)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let before = sessions(&mut conn).await;
+    assert!(!before.is_empty());
+
+    let key = testkit::auth::SigningKey::es256("key-1");
+    let project = testkit::auth::Project::start(&[&key]).await;
+    let app = builder
+        .env("DATABASE_URL", &url)
+        .env("AUTH_MODE", "optional")
+        .env("SUPABASE_URL", &project.url)
+        .start()
+        .await;
+    let after = sessions(&mut conn).await;
+    assert_eq!(after, before, "sessions untouched by the migration");
+    let column = sqlx::query(
+        "SELECT is_nullable, column_default IS NULL AS no_default FROM information_schema.columns
+         WHERE table_name = 'sessions' AND column_name = 'owner_id'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(column.get::<String, _>("is_nullable"), "YES");
+    assert!(column.get::<bool, _>("no_default"));
+    let owners: i64 = sqlx::query("SELECT count(*) FROM sessions WHERE owner_id IS NOT NULL")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owners, 0);
+
+    // A signed-in user holding an old session's id still reaches it.
+    app.sign_in(&key.sign(&project.claims("alice")));
+    let listed = app
+        .get("/images?session_id=11111111-1111-4111-8111-111111111111")
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text());
+    assert_eq!(listed.json()["items"].as_array().unwrap().len(), 2);
+    // A new session records its owner.
+    let session = app.new_session().await;
+    let owner: Option<String> = sqlx::query("SELECT owner_id FROM sessions WHERE id = $1::uuid")
+        .bind(&session)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner.as_deref(), Some("alice"));
+}

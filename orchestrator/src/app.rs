@@ -3,6 +3,7 @@
 
 use std::{str::FromStr, sync::Arc, time::Duration};
 
+use common::auth::{AuthError, Authenticator};
 use gpu::{Ec2GpuHost, GpuController, GpuHandle, GpuHost, GpuWork, NoGpuHost, WorkSnapshot};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use tokio_util::sync::CancellationToken;
@@ -44,6 +45,8 @@ pub struct App {
     pub jobs_rate: Arc<RateLimit>,
     /// Queue depths as last read, for the backlog caps.
     pub backlog: Backlog,
+    /// Who is calling; installed as a layer by the router.
+    pub auth: Arc<Authenticator>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -61,6 +64,8 @@ pub enum StartupError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("data directory: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Auth(#[from] AuthError),
 }
 
 /// The task store and the two queues: what both the API and a worker need.
@@ -136,6 +141,8 @@ impl App {
     pub async fn from_config(config: &OrchestratorConfig) -> Result<Self, StartupError> {
         // The metrics recorder must exist before anything counts.
         crate::telemetry::metrics_handle();
+        let auth =
+            Arc::new(Authenticator::new(&config.auth)?.with_public(crate::routes::is_public));
         let Stores {
             tasks,
             gpu_queue,
@@ -211,6 +218,7 @@ impl App {
             admission: config.admission.clone(),
             jobs_rate: RateLimit::new("job submits", config.admission.jobs_rate),
             backlog: Backlog::default(),
+            auth,
         })
     }
 

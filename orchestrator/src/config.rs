@@ -9,6 +9,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use common::{
+    auth::AuthSettings,
     aws::AwsSettings,
     config::{ConfigError, Env, HttpSettings},
     rate_limit::LimitSettings,
@@ -51,6 +52,8 @@ pub struct OrchestratorConfig {
     /// image URLs of a job may point.
     pub image_urls: ImageUrlPolicy,
     pub admission: AdmissionSettings,
+    /// `AUTH_MODE` and the Supabase project that signs access tokens.
+    pub auth: AuthSettings,
 }
 
 /// What one client may submit, and how much work may wait (see the
@@ -205,6 +208,7 @@ impl OrchestratorConfig {
             aws: AwsSettings::from_env(env)?,
             image_urls: ImageUrlPolicy::from_env(env)?,
             admission: AdmissionSettings::from_env(env)?,
+            auth: AuthSettings::from_env(env)?,
         })
     }
 

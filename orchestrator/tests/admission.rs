@@ -202,6 +202,7 @@ async fn the_worker_dead_letters_urls_it_must_not_fetch(builder: TestAppBuilder)
             kind: "face-mask".into(),
             queue: "cpu".into(),
             now: 1_700_000_000,
+            owner_id: None,
         })
         .await
         .unwrap();

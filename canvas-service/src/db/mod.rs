@@ -22,6 +22,14 @@ pub struct ImageRecord {
     pub height: Option<u32>,
 }
 
+/// A canvas session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The Supabase user it belongs to; `None` for an anonymous session (or
+    /// one created before accounts), which anyone holding its id may use.
+    pub owner_id: Option<String>,
+}
+
 /// What is known about an image when it is added to a session.
 #[derive(Debug, Clone)]
 pub struct NewImage {
@@ -73,9 +81,11 @@ impl From<DbError> for ApiError {
 
 #[async_trait::async_trait]
 pub trait CanvasStore: Send + Sync + 'static {
-    async fn create_session(&self, id: Uuid) -> Result<(), DbError>;
+    /// Creates a session, owned by `owner_id` when a signed-in user asked.
+    async fn create_session(&self, id: Uuid, owner_id: Option<&str>) -> Result<(), DbError>;
 
-    async fn session_exists(&self, id: Uuid) -> Result<bool, DbError>;
+    /// The session, `None` when there is no such session.
+    async fn session(&self, id: Uuid) -> Result<Option<SessionRecord>, DbError>;
 
     /// Adds the image to its session unless that key is already there, and
     /// returns the session's row for the key (the existing one, if any).

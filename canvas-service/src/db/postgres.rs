@@ -9,7 +9,7 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use super::{CanvasStore, DbError, ImageRecord, NewImage, dimension};
+use super::{CanvasStore, DbError, ImageRecord, NewImage, SessionRecord, dimension};
 use crate::config::DatabaseSettings;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -81,20 +81,24 @@ const SELECT_IMAGE: &str = "SELECT s3_key, pos_x, pos_y, width, height FROM imag
 
 #[async_trait::async_trait]
 impl CanvasStore for PostgresCanvasStore {
-    async fn create_session(&self, id: Uuid) -> Result<(), DbError> {
-        sqlx::query("INSERT INTO sessions (id) VALUES ($1)")
+    async fn create_session(&self, id: Uuid, owner_id: Option<&str>) -> Result<(), DbError> {
+        sqlx::query("INSERT INTO sessions (id, owner_id) VALUES ($1, $2)")
             .bind(id)
+            .bind(owner_id)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    async fn session_exists(&self, id: Uuid) -> Result<bool, DbError> {
-        let found = sqlx::query("SELECT 1 FROM sessions WHERE id = $1")
+    async fn session(&self, id: Uuid) -> Result<Option<SessionRecord>, DbError> {
+        let found = sqlx::query("SELECT owner_id FROM sessions WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(found.is_some())
+        let owner_id = found
+            .map(|row| row.try_get::<Option<String>, _>("owner_id"))
+            .transpose()?;
+        Ok(owner_id.map(|owner_id| SessionRecord { owner_id }))
     }
 
     async fn add_image(&self, image: &NewImage) -> Result<Option<ImageRecord>, DbError> {

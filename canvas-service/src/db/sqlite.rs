@@ -14,7 +14,7 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use super::{CanvasStore, DbError, ImageRecord, NewImage, dimension};
+use super::{CanvasStore, DbError, ImageRecord, NewImage, SessionRecord, dimension};
 use crate::config::DatabaseSettings;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -64,20 +64,24 @@ fn record(row: &SqliteRow) -> Result<ImageRecord, sqlx::Error> {
 
 #[async_trait::async_trait]
 impl CanvasStore for SqliteCanvasStore {
-    async fn create_session(&self, id: Uuid) -> Result<(), DbError> {
-        sqlx::query("INSERT INTO sessions (id) VALUES ($1)")
+    async fn create_session(&self, id: Uuid, owner_id: Option<&str>) -> Result<(), DbError> {
+        sqlx::query("INSERT INTO sessions (id, owner_id) VALUES ($1, $2)")
             .bind(id.to_string())
+            .bind(owner_id)
             .execute(&self.writes)
             .await?;
         Ok(())
     }
 
-    async fn session_exists(&self, id: Uuid) -> Result<bool, DbError> {
-        let found = sqlx::query("SELECT 1 FROM sessions WHERE id = $1")
+    async fn session(&self, id: Uuid) -> Result<Option<SessionRecord>, DbError> {
+        let found = sqlx::query("SELECT owner_id FROM sessions WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&self.reads)
             .await?;
-        Ok(found.is_some())
+        let owner_id = found
+            .map(|row| row.try_get::<Option<String>, _>("owner_id"))
+            .transpose()?;
+        Ok(owner_id.map(|owner_id| SessionRecord { owner_id }))
     }
 
     async fn add_image(&self, image: &NewImage) -> Result<Option<ImageRecord>, DbError> {

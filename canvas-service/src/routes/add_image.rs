@@ -3,11 +3,11 @@
 //! the key). Another session's upload cannot be adopted.
 
 use axum::{Json, extract::State};
-use common::ApiError;
+use common::{ApiError, caller::Caller};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{ApiJson, AppState, ImageOut, parse_session_id};
+use super::{ApiJson, AppState, ImageOut, may_use_session, parse_session_id};
 use crate::{db::NewImage, keys::check_client_key};
 
 #[derive(Deserialize, ToSchema)]
@@ -28,8 +28,9 @@ pub struct AddImage {
     responses(
         (status = 200, body = ImageOut),
         (status = 400, description = "Body is not JSON, or a malformed key", body = common::error::ErrorBody),
+        (status = 401, description = "Missing (AUTH_MODE=required) or invalid access token", body = common::error::ErrorBody),
         (status = 403, description = "Another session's upload", body = common::error::ErrorBody),
-        (status = 404, description = "No such session or object", body = common::error::ErrorBody),
+        (status = 404, description = "No such session (or another user's) or object", body = common::error::ErrorBody),
         (status = 408, description = "The body did not arrive within REQUEST_TIMEOUT_SECONDS", body = common::error::ErrorBody),
         (status = 413, description = "Body larger than 64 KiB", body = common::error::ErrorBody),
         (status = 415, description = "Not `Content-Type: application/json`", body = common::error::ErrorBody),
@@ -38,11 +39,12 @@ pub struct AddImage {
     ))]
 pub async fn add_image(
     State(app): State<AppState>,
+    caller: Caller,
     ApiJson(body): ApiJson<AddImage>,
 ) -> Result<Json<ImageOut>, ApiError> {
     let session_id = parse_session_id(&body.session_id)?;
     check_client_key(session_id, &body.s3_key)?;
-    if !app.db.session_exists(session_id).await? {
+    if !may_use_session(&app, &caller, session_id).await? {
         return Err(ApiError::not_found("Session not found"));
     }
     if !app.store.exists(&body.s3_key).await? {

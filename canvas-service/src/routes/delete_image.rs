@@ -2,11 +2,11 @@
 //! canvas, and removes the object once nothing else needs it.
 
 use axum::{Json, extract::State};
-use common::ApiError;
+use common::{ApiError, caller::Caller};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiJson, AppState, parse_session_id};
+use super::{ApiJson, AppState, is_someone_elses, parse_session_id};
 use crate::keys::{check_client_key, is_other_sessions_upload};
 
 #[derive(Deserialize, ToSchema)]
@@ -32,6 +32,7 @@ pub struct ImageDeleted {
     responses(
         (status = 200, body = ImageDeleted),
         (status = 400, description = "Body is not JSON, or a malformed key", body = common::error::ErrorBody),
+        (status = 401, description = "Missing (AUTH_MODE=required) or invalid access token", body = common::error::ErrorBody),
         (status = 403, description = "Another session's upload", body = common::error::ErrorBody),
         (status = 404, description = "Image not in this session", body = common::error::ErrorBody),
         (status = 408, description = "The body did not arrive within REQUEST_TIMEOUT_SECONDS", body = common::error::ErrorBody),
@@ -42,10 +43,15 @@ pub struct ImageDeleted {
     ))]
 pub async fn delete_image(
     State(app): State<AppState>,
+    caller: Caller,
     ApiJson(body): ApiJson<DeleteImage>,
 ) -> Result<Json<ImageDeleted>, ApiError> {
     let session_id = parse_session_id(&body.session_id)?;
     check_client_key(session_id, &body.s3_key)?;
+    // Another user's session answers as an unknown one does.
+    if is_someone_elses(&app, &caller, session_id).await? {
+        return Err(ApiError::not_found("Image not found in this session"));
+    }
     if !app.db.remove_image(session_id, &body.s3_key).await? {
         return Err(ApiError::not_found("Image not found in this session"));
     }

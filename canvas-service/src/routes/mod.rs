@@ -12,10 +12,10 @@ mod upload;
 
 use std::sync::Arc;
 
-use axum::{Json, Router, extract::DefaultBodyLimit, middleware, routing::get};
+use axum::{Json, Router, extract::DefaultBodyLimit, http::Method, middleware, routing::get};
 pub use common::extract::ApiJson;
 use common::rate_limit::{LimitSettings, RateLimit, limit};
-use common::{ApiError, config::HttpSettings};
+use common::{ApiError, auth::BearerSecurity, caller::Caller, config::HttpSettings};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -36,7 +36,8 @@ const FORM_OVERHEAD: usize = 256 * 1024;
         title = "canvas-service",
         description = "Canvas sessions, image uploads and positions. Errors are `{\"detail\": \"…\"}`."
     ),
-    components(schemas(common::error::ErrorBody))
+    components(schemas(common::error::ErrorBody)),
+    modifiers(&BearerSecurity)
 )]
 struct ApiDoc;
 
@@ -110,8 +111,47 @@ pub fn router(app: AppState, http: &HttpSettings) -> Router {
             }),
         )
         .fallback(objects::serve_object)
-        .with_state(app);
+        .with_state(app.clone());
+    // Inside the shared middleware: CORS stays outermost.
+    let routes = common::auth::layer(routes, app.auth.clone());
     common::http::with_middleware(routes, http)
+}
+
+/// The API's own paths; every other GET is an object file (or a 404).
+const API_PATHS: &[&str] = &[
+    "/session",
+    "/upload",
+    "/images",
+    "/add-image",
+    "/update-position",
+    "/delete-image",
+];
+
+/// Requests served without an account in every `AUTH_MODE`: object files are
+/// public by URL (as behind the CDN), and `GET /` and the health checks too.
+pub fn is_public(method: &Method, path: &str) -> bool {
+    (*method == Method::GET || *method == Method::HEAD) && !API_PATHS.contains(&path)
+}
+
+/// Whether `caller` may use the session: it exists and is theirs, or
+/// belongs to no one (anonymous, or created before accounts).
+async fn may_use_session(app: &App, caller: &Caller, id: uuid::Uuid) -> Result<bool, ApiError> {
+    Ok(match app.db.session(id).await? {
+        None => false,
+        Some(session) => !app.checks_owners() || caller.may_access(session.owner_id.as_deref()),
+    })
+}
+
+/// For the endpoints that do not need the session otherwise: `false` when
+/// it is someone else's. No read at all with accounts off.
+async fn is_someone_elses(app: &App, caller: &Caller, id: uuid::Uuid) -> Result<bool, ApiError> {
+    if !app.checks_owners() {
+        return Ok(false);
+    }
+    Ok(match app.db.session(id).await? {
+        None => false,
+        Some(session) => !caller.may_access(session.owner_id.as_deref()),
+    })
 }
 
 /// An image as the frontend sees it: `url` is `<origin>/<key>`.

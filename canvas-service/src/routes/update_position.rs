@@ -2,11 +2,11 @@
 //! click with arbitrary floats, which are stored exactly.
 
 use axum::{Json, extract::State};
-use common::{ApiError, object_store::validate_key};
+use common::{ApiError, caller::Caller, object_store::validate_key};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{ApiJson, AppState, parse_session_id};
+use super::{ApiJson, AppState, is_someone_elses, parse_session_id};
 
 #[derive(Deserialize, ToSchema)]
 pub struct UpdatePosition {
@@ -31,6 +31,7 @@ pub struct PositionUpdated {
     responses(
         (status = 200, body = PositionUpdated),
         (status = 400, description = "Body is not JSON, or a malformed key", body = common::error::ErrorBody),
+        (status = 401, description = "Missing (AUTH_MODE=required) or invalid access token", body = common::error::ErrorBody),
         (status = 404, description = "Image not in this session", body = common::error::ErrorBody),
         (status = 408, description = "The body did not arrive within REQUEST_TIMEOUT_SECONDS", body = common::error::ErrorBody),
         (status = 413, description = "Body larger than 64 KiB", body = common::error::ErrorBody),
@@ -40,10 +41,15 @@ pub struct PositionUpdated {
     ))]
 pub async fn update_position(
     State(app): State<AppState>,
+    caller: Caller,
     ApiJson(body): ApiJson<UpdatePosition>,
 ) -> Result<Json<PositionUpdated>, ApiError> {
     let session_id = parse_session_id(&body.session_id)?;
     validate_key(&body.s3_key).map_err(|e| ApiError::bad_request(format!("s3_key: {e}")))?;
+    // Another user's session answers as an unknown one does.
+    if is_someone_elses(&app, &caller, session_id).await? {
+        return Err(ApiError::not_found("Image not found in this session"));
+    }
     if !app
         .db
         .update_position(session_id, &body.s3_key, body.x, body.y)

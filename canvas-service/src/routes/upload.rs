@@ -6,12 +6,12 @@ use axum::{
     Json,
     extract::{Multipart, State, multipart::MultipartRejection},
 };
-use common::ApiError;
+use common::{ApiError, caller::Caller};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{AppState, ImageOut, parse_session_id};
+use super::{AppState, ImageOut, may_use_session, parse_session_id};
 use crate::{
     db::NewImage,
     keys::upload_key,
@@ -38,7 +38,8 @@ pub struct UploadForm {
     responses(
         (status = 200, body = ImageOut),
         (status = 400, description = "Not a well-formed multipart/form-data body", body = common::error::ErrorBody),
-        (status = 404, description = "No such session", body = common::error::ErrorBody),
+        (status = 401, description = "Missing (AUTH_MODE=required) or invalid access token", body = common::error::ErrorBody),
+        (status = 404, description = "No such session, or another user's", body = common::error::ErrorBody),
         (status = 408, description = "The body did not arrive within the upload deadline", body = common::error::ErrorBody),
         (status = 413, description = "Larger than MAX_UPLOAD_BYTES, or more pixels (width × height) than MAX_IMAGE_PIXELS", body = common::error::ErrorBody),
         (status = 415, description = "Not an accepted image, or not what it claims to be", body = common::error::ErrorBody),
@@ -49,6 +50,7 @@ pub struct UploadForm {
     ))]
 pub async fn upload(
     State(app): State<AppState>,
+    caller: Caller,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<ImageOut>, ApiError> {
     // Before a byte of the body is read: held until the answer is ready.
@@ -65,7 +67,7 @@ pub async fn upload(
                 let id = parse_session_id(&small_text(field, "session_id", 128).await?)?;
                 // Checked before the file when the form sends it first, so
                 // an upload to an unknown session is refused before spooling.
-                if !app.db.session_exists(id).await? {
+                if !may_use_session(&app, &caller, id).await? {
                     return Err(ApiError::not_found("Session not found"));
                 }
                 session_id = Some(id);

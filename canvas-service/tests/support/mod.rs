@@ -8,7 +8,10 @@
 
 pub mod images;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
 
 use axum::{
     Router,
@@ -44,6 +47,8 @@ pub struct TestApp {
     pub dir: TempDir,
     pub env: Vec<(String, String)>,
     s3: Option<(aws_sdk_s3::Client, String)>,
+    /// The access token every request carries, once signed in.
+    token: Mutex<Option<String>>,
 }
 
 pub struct TestAppBuilder {
@@ -70,6 +75,16 @@ impl TestAppBuilder {
         match self.backends {
             Backends::Embedded => {
                 env.push(("DATA_DIR".into(), dir.path().display().to_string()));
+                // SUPABASE_URL marks a deployment, which must name its
+                // database: name the embedded one.
+                if env.iter().any(|(k, _)| k == "SUPABASE_URL")
+                    && !env.iter().any(|(k, _)| k == "DATABASE_URL")
+                {
+                    env.push((
+                        "DATABASE_URL".into(),
+                        format!("sqlite://{}", dir.path().join("canvas.db").display()),
+                    ));
+                }
             }
             Backends::Live => {
                 env.push((
@@ -103,6 +118,7 @@ impl TestAppBuilder {
             dir,
             env,
             s3,
+            token: Mutex::new(None),
         }
     }
 }
@@ -156,7 +172,26 @@ impl TestApp {
         }
     }
 
-    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+    /// Every request from now on carries `Authorization: Bearer <token>`
+    /// (unless it sets its own).
+    pub fn sign_in(&self, token: &str) {
+        *self.token.lock().unwrap() = Some(token.to_owned());
+    }
+
+    /// Requests from now on are anonymous.
+    pub fn sign_out(&self) {
+        *self.token.lock().unwrap() = None;
+    }
+
+    pub async fn send(&self, mut request: Request<Body>) -> TestResponse {
+        if let Some(token) = self.token.lock().unwrap().clone()
+            && !request.headers().contains_key(header::AUTHORIZATION)
+        {
+            request.headers_mut().insert(
+                header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+        }
         let response = self
             .router
             .clone()
@@ -344,7 +379,10 @@ impl TestApp {
     pub async fn sql(&self, statement: &str) {
         use sqlx::Connection;
         let statement = sqlx::AssertSqlSafe(statement.to_owned());
-        match self.var("DATABASE_URL") {
+        match self
+            .var("DATABASE_URL")
+            .filter(|url| url.starts_with("postgres"))
+        {
             Some(url) => {
                 let mut conn = sqlx::PgConnection::connect(url)
                     .await

@@ -2,6 +2,7 @@
 //! the AWS SDK configuration, the object store, the HTTP bootstrap (CORS,
 //! request ids, tracing, graceful shutdown) and the one API error type.
 
+pub mod auth;
 pub mod aws;
 pub mod caller;
 pub mod config;

@@ -6,6 +6,8 @@
 //! and the test skips — unless `REQUIRE_LIVE_BACKENDS=1`, where it fails.
 //! Tests panic freely here: a broken fixture is a failed test.
 
+pub mod auth;
+
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{

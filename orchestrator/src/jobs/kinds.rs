@@ -75,6 +75,7 @@ macro_rules! job_kinds {
                     (status = 202, body = crate::jobs::submit::JobAccepted),
                     (status = 400, description = "Body is not JSON, or a malformed Idempotency-Key", body = common::error::ErrorBody),
                     (status = 408, description = "The body did not arrive within REQUEST_TIMEOUT_SECONDS", body = common::error::ErrorBody),
+                    (status = 401, description = "Missing (AUTH_MODE=required) or invalid access token", body = common::error::ErrorBody),
                     (status = 409, description = "Idempotency-Key reused with a different body", body = common::error::ErrorBody),
                     (status = 413, description = "Body larger than 64 KiB", body = common::error::ErrorBody),
                     (status = 415, description = "Not `Content-Type: application/json`", body = common::error::ErrorBody),
@@ -86,10 +87,11 @@ macro_rules! job_kinds {
             pub async fn $handler(
                 state: axum::extract::State<crate::routes::AppState>,
                 client: Option<axum::Extension<common::rate_limit::ClientKey>>,
+                caller: common::caller::Caller,
                 headers: axum::http::HeaderMap,
                 body: common::extract::ApiJson<$request>,
             ) -> Result<(axum::http::StatusCode, axum::Json<crate::jobs::submit::JobAccepted>), ApiError> {
-                crate::jobs::submit::submit_handler(state, client, headers, body).await
+                crate::jobs::submit::submit_handler(state, client, caller, headers, body).await
             }
         )*
 

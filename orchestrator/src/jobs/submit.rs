@@ -11,7 +11,7 @@ use axum::{
     extract::State,
     http::{HeaderMap, StatusCode},
 };
-use common::{ApiError, extract::ApiJson, rate_limit::ClientKey};
+use common::{ApiError, caller::Caller, extract::ApiJson, rate_limit::ClientKey};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -41,6 +41,7 @@ pub struct JobAccepted {
 pub async fn submit_handler<T: JobRequest>(
     State(app): State<AppState>,
     client: Option<Extension<ClientKey>>,
+    caller: Caller,
     headers: HeaderMap,
     ApiJson(request): ApiJson<T>,
 ) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
@@ -58,7 +59,15 @@ pub async fn submit_handler<T: JobRequest>(
     // The rate-limit layer names the client; without it (a router driven
     // directly) every caller is one client.
     let client = client.map_or_else(|| ClientKey("ip:unknown".to_owned()), |c| c.0);
-    let accepted = submit(&app, &T::KIND, request_body, key.as_deref(), &client).await?;
+    let accepted = submit(
+        &app,
+        &T::KIND,
+        request_body,
+        key.as_deref(),
+        &client,
+        caller.user_id.as_deref(),
+    )
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
@@ -76,6 +85,18 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         ));
     }
     Ok(Some(key.to_owned()))
+}
+
+/// The stored form of an Idempotency-Key, scoped to its user: the same key
+/// from two users names two jobs, so a key never shows one user another's
+/// job. Anonymous keys hash as before accounts. (A header value cannot hold
+/// the newline, so no anonymous key can pose as a user's.)
+fn idempotency_key_hash(owner_id: Option<&str>, key: &str) -> String {
+    let scoped = match owner_id {
+        Some(owner) => Sha256::digest(format!("{owner}\n{key}").as_bytes()),
+        None => Sha256::digest(key.as_bytes()),
+    };
+    hex::encode(scoped)
 }
 
 /// The queue message, exactly as the adapters parse it.
@@ -102,11 +123,12 @@ pub async fn submit(
     request_body: Value,
     idempotency_key: Option<&str>,
     client: &ClientKey,
+    owner_id: Option<&str>,
 ) -> Result<JobAccepted, ApiError> {
     let task_id = uuid::Uuid::new_v4().to_string();
     let now = crate::unix_now();
 
-    let key_hash = idempotency_key.map(|key| hex::encode(Sha256::digest(key.as_bytes())));
+    let key_hash = idempotency_key.map(|key| idempotency_key_hash(owner_id, key));
     if let Some(key_hash) = &key_hash {
         let fingerprint = hex::encode(Sha256::digest(
             format!("{}\n{}", kind.route, request_body).as_bytes(),
@@ -157,7 +179,7 @@ pub async fn submit(
         admission::count_against_quota(&app.admission, app.tasks.as_ref(), client, now).await;
     let accepted = match counted {
         Ok(ticket) => {
-            let accepted = accept(app, kind, &task_id, &request_body, now).await;
+            let accepted = accept(app, kind, &task_id, &request_body, now, owner_id).await;
             if accepted.is_err()
                 && let Some(ticket) = ticket
             {
@@ -189,6 +211,7 @@ async fn accept(
     task_id: &str,
     request_body: &Value,
     now: i64,
+    owner_id: Option<&str>,
 ) -> Result<(), ApiError> {
     app.tasks
         .create(&NewTask {
@@ -197,6 +220,7 @@ async fn accept(
             kind: kind.name.to_owned(),
             queue: kind.queue.as_str().to_owned(),
             now,
+            owner_id: owner_id.map(str::to_owned),
         })
         .await?;
     let body = message_body(kind, task_id, request_body);

@@ -10,13 +10,13 @@ use axum::{
     extract::State,
     response::sse::{Event, KeepAlive, Sse},
 };
-use common::ApiError;
+use common::{ApiError, caller::Caller};
 use futures_util::{Stream, stream};
 use tokio::sync::watch;
 
 use super::{
     AppState,
-    jobs::{JobId, JobView},
+    jobs::{JobId, JobView, visible_job},
 };
 
 fn event(view: &JobView) -> Event {
@@ -30,19 +30,16 @@ fn event(view: &JobView) -> Event {
     params(("job_id" = String, Path, description = "The id a submit returned")),
     responses(
         (status = 200, description = "text/event-stream of `status` events, each the job as JSON", content_type = "text/event-stream"),
+        (status = 401, description = "Missing (AUTH_MODE=required) or invalid access token", body = common::error::ErrorBody),
         (status = 404, description = "Job not found", body = common::error::ErrorBody),
         (status = 503, description = "Task store unavailable", body = common::error::ErrorBody),
     ))]
 pub async fn job_events(
     State(app): State<AppState>,
+    caller: Caller,
     JobId(job_id): JobId,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let current = app
-        .tasks
-        .get(&job_id)
-        .await?
-        .map(JobView::from)
-        .ok_or_else(|| ApiError::not_found("Job not found"))?;
+    let current = JobView::from(visible_job(&app, &caller, &job_id).await?);
     let first = event(&current);
     let updates = if current.is_final() {
         None

@@ -11,11 +11,12 @@ use std::{sync::Arc, time::Instant};
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, MatchedPath, Request},
+    http::Method,
     middleware::{self, Next},
     response::Response,
     routing::get,
 };
-use common::{ApiError, config::HttpSettings};
+use common::{ApiError, auth::BearerSecurity, config::HttpSettings};
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -30,7 +31,7 @@ pub type AppState = Arc<App>;
         description = "Accepts GPU and CPU jobs (202 at once), reports their status, and manages the GPU host. Errors are `{\"detail\": \"…\"}`."
     ),
     components(schemas(common::error::ErrorBody)),
-    modifiers(&AdminToken)
+    modifiers(&AdminToken, &BearerSecurity)
 )]
 struct ApiDoc;
 
@@ -98,10 +99,20 @@ pub fn router(app: AppState, http: &HttpSettings) -> Router {
                 async move { Json(doc.as_ref().clone()) }
             }),
         )
-        .fallback(|| async { ApiError::not_found("Not Found") })
+        .fallback(|| async { ApiError::not_found("Not Found") });
+    // Inside the shared middleware (CORS outermost), and inside the latency
+    // metric so refused calls are counted too.
+    let routes = common::auth::layer(routes, app.auth.clone())
         .layer(middleware::from_fn(record_latency))
         .with_state(app);
     common::http::with_middleware(routes, http)
+}
+
+/// Requests the accounts layer leaves alone besides health, readiness,
+/// metrics and the OpenAPI document: GPU start/stop carry their own bearer
+/// token (`ADMIN_TOKEN`), not a user's.
+pub fn is_public(method: &Method, path: &str) -> bool {
+    *method == Method::POST && matches!(path, "/api/v1/gpu/start" | "/api/v1/gpu/stop")
 }
 
 /// Request latency by route template (not raw path: ids would explode the

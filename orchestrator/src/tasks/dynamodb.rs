@@ -2,7 +2,7 @@
 //! (`task_store`, partition key `task_id`, GSI `status-created_at-index`).
 //! Items keep exactly the attributes of `CONTRACT.md` §2, so old and new
 //! adapters can update them; the orchestrator adds `kind`, `queue` and
-//! `attempts`. Idempotency keys live in the same table under
+//! `attempts`, and `owner_id` for a signed-in submitter. Idempotency keys live in the same table under
 //! `idempotency#<hash>` ids, without a `status`, so they never appear in
 //! the GSI.
 
@@ -168,6 +168,7 @@ fn record(item: &Item) -> TaskRecord {
         attempts: number(item, "attempts"),
         comfy_job_id: string(item, "comfy_job_id"),
         api_job_id: string(item, "api_job_id"),
+        owner_id: string(item, "owner_id"),
     }
 }
 
@@ -205,7 +206,7 @@ where
 #[async_trait::async_trait]
 impl TaskStore for DynamoTaskStore {
     async fn create(&self, task: &NewTask) -> Result<(), TaskStoreError> {
-        let result = self
+        let mut put = self
             .client
             .put_item()
             .table_name(&self.table)
@@ -215,7 +216,13 @@ impl TaskStore for DynamoTaskStore {
             .item("kind", s(&task.kind))
             .item("queue", s(&task.queue))
             .item("created_at", n(task.now))
-            .item("updated_at", n(task.now))
+            .item("updated_at", n(task.now));
+        // An extra attribute: the old adapters update items by name and
+        // never read it.
+        if let Some(owner) = &task.owner_id {
+            put = put.item("owner_id", s(owner));
+        }
+        let result = put
             .condition_expression("attribute_not_exists(task_id)")
             .send()
             .await;

@@ -37,6 +37,9 @@ pub struct TaskRecord {
     pub comfy_job_id: Option<String>,
     /// The backend's own job id, as the CPU adapter records it.
     pub api_job_id: Option<String>,
+    /// The Supabase user who submitted the job; `None` for an anonymous job
+    /// (or one from before accounts), which anyone holding its id may read.
+    pub owner_id: Option<String>,
 }
 
 /// A new `pending` job.
@@ -47,6 +50,8 @@ pub struct NewTask {
     pub kind: String,
     pub queue: String,
     pub now: i64,
+    /// The submitter's `sub`, when signed in.
+    pub owner_id: Option<String>,
 }
 
 /// A status change and what comes with it.

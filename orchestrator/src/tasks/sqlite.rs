@@ -52,7 +52,7 @@ pub(crate) fn sqlite_error(err: sqlx::Error) -> TaskStoreError {
 }
 
 const COLUMNS: &str = "task_id, status, job_type, kind, queue, created_at, updated_at, result_url, \
-     result_s3_uri, error, error_message, attempts, comfy_job_id, api_job_id";
+     result_s3_uri, error, error_message, attempts, comfy_job_id, api_job_id, owner_id";
 
 fn record(row: &SqliteRow) -> Result<TaskRecord, sqlx::Error> {
     Ok(TaskRecord {
@@ -72,6 +72,7 @@ fn record(row: &SqliteRow) -> Result<TaskRecord, sqlx::Error> {
         attempts: row.try_get("attempts")?,
         comfy_job_id: row.try_get("comfy_job_id")?,
         api_job_id: row.try_get("api_job_id")?,
+        owner_id: row.try_get("owner_id")?,
     })
 }
 
@@ -79,14 +80,15 @@ fn record(row: &SqliteRow) -> Result<TaskRecord, sqlx::Error> {
 impl TaskStore for SqliteTaskStore {
     async fn create(&self, task: &NewTask) -> Result<(), TaskStoreError> {
         let done = sqlx::query(
-            "INSERT INTO tasks (task_id, status, job_type, kind, queue, created_at, updated_at)
-             VALUES ($1, 'pending', $2, $3, $4, $5, $5) ON CONFLICT (task_id) DO NOTHING",
+            "INSERT INTO tasks (task_id, status, job_type, kind, queue, created_at, updated_at, owner_id)
+             VALUES ($1, 'pending', $2, $3, $4, $5, $5, $6) ON CONFLICT (task_id) DO NOTHING",
         )
         .bind(&task.task_id)
         .bind(&task.job_type)
         .bind(&task.kind)
         .bind(&task.queue)
         .bind(task.now)
+        .bind(&task.owner_id)
         .execute(&self.pools.writes)
         .await
         .map_err(sqlite_error)?;

@@ -9,7 +9,10 @@
 
 pub mod inference;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use axum::{
@@ -85,6 +88,7 @@ impl TestAppBuilder {
             env,
             sqs: sdk.as_ref().map(aws_sdk_sqs::Client::new),
             dynamo: sdk.as_ref().map(aws_sdk_dynamodb::Client::new),
+            token: Mutex::new(None),
         }
     }
 }
@@ -97,6 +101,8 @@ pub struct TestApp {
     pub env: Vec<(String, String)>,
     pub sqs: Option<aws_sdk_sqs::Client>,
     pub dynamo: Option<aws_sdk_dynamodb::Client>,
+    /// The access token every request carries, once signed in.
+    token: Mutex<Option<String>>,
 }
 
 impl Drop for TestApp {
@@ -156,7 +162,26 @@ impl TestApp {
         self.router.clone()
     }
 
-    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+    /// Every request from now on carries `Authorization: Bearer <token>`
+    /// (unless it sets its own).
+    pub fn sign_in(&self, token: &str) {
+        *self.token.lock().unwrap() = Some(token.to_owned());
+    }
+
+    /// Requests from now on are anonymous.
+    pub fn sign_out(&self) {
+        *self.token.lock().unwrap() = None;
+    }
+
+    pub async fn send(&self, mut request: Request<Body>) -> TestResponse {
+        if let Some(token) = self.token.lock().unwrap().clone()
+            && !request.headers().contains_key(header::AUTHORIZATION)
+        {
+            request.headers_mut().insert(
+                header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+        }
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
