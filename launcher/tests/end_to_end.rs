@@ -314,6 +314,14 @@ async fn postgres_and_moto() {
         ),
     ]);
     let mut orchestrator = testkit::orchestrator_aws_env(3).await;
+    // The worker would otherwise take the job before the event stream is
+    // open, and the stream would begin at `processing`.
+    let gpu_queue = orchestrator
+        .iter()
+        .find(|(k, _)| k == "SQS_QUEUE_URL")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    testkit::delay_queue(&gpu_queue, 1).await;
     // The test CDN has no DNS name: listed on purpose, so the worker
     // does not try to resolve it.
     orchestrator.push((

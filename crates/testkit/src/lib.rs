@@ -140,6 +140,19 @@ pub async fn create_bucket() -> String {
 
 /// A queue with its dead-letter queue and a redrive policy after
 /// `max_receives`, as production has; (queue URL, DLQ URL).
+/// Delays every message sent to `queue_url` by `seconds` (SQS `DelaySeconds`):
+/// a test that must watch a job while it is still `pending` gets that long
+/// before a worker can take it.
+pub async fn delay_queue(queue_url: &str, seconds: u32) {
+    aws_sdk_sqs::Client::new(&aws().await)
+        .set_queue_attributes()
+        .queue_url(queue_url)
+        .attributes(QueueAttributeName::DelaySeconds, seconds.to_string())
+        .send()
+        .await
+        .unwrap();
+}
+
 pub async fn create_queue_pair(
     sqs: &aws_sdk_sqs::Client,
     name: &str,
