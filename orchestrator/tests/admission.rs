@@ -35,6 +35,7 @@ testkit::on_both_backends!(
     clients_are_told_apart_behind_trusted_proxies,
     the_backlog_cap_refuses_until_the_queue_drains,
     the_daily_quota_is_shared_by_two_orchestrators,
+    signed_in_users_are_counted_by_their_sub,
 );
 
 const CAMERA: &str = "/api/v1/camera-angle/jobs";
@@ -420,4 +421,44 @@ async fn the_daily_quota_is_shared_by_two_orchestrators(builder: TestAppBuilder)
     }
     ids.dedup();
     assert_eq!(ids.len(), 1);
+}
+
+async fn signed_in_users_are_counted_by_their_sub(builder: TestAppBuilder) {
+    let key = testkit::auth::SigningKey::es256("key-1");
+    let project = testkit::auth::Project::start(&[&key]).await;
+    let app = builder
+        .env("AUTH_MODE", "optional")
+        .env("SUPABASE_URL", &project.url)
+        .env("DAILY_JOB_QUOTA", "2")
+        .env("RATE_LIMIT_JOBS_PER_MINUTE", "0")
+        .start()
+        .await;
+    let body = json!({"image_url": image("images/s/a.png")});
+    // Everyone behind one address (an office NAT): each user has a quota.
+    let office = "198.51.100.40:6000";
+    for user in ["alice", "bob"] {
+        app.sign_in(&key.sign(&project.claims(user)));
+        for _ in 0..2 {
+            let response = post_from(&app, FACE_MASK, &body, office, &[]).await;
+            assert_eq!(
+                response.status,
+                StatusCode::ACCEPTED,
+                "{user}: {}",
+                response.text()
+            );
+        }
+        post_from(&app, FACE_MASK, &body, office, &[])
+            .await
+            .assert_error(StatusCode::TOO_MANY_REQUESTS);
+    }
+    // Anonymous callers from that address still have the address's quota,
+    // and a user cannot spend it by signing out.
+    app.sign_out();
+    for _ in 0..2 {
+        let response = post_from(&app, FACE_MASK, &body, office, &[]).await;
+        assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
+    }
+    post_from(&app, FACE_MASK, &body, office, &[])
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS);
 }
