@@ -38,6 +38,12 @@ pub struct JobView {
     /// Present (true) only for a cancelled job.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub cancelled: bool,
+    /// An error the record carries that is not what finally happened: a
+    /// job cancelled while an old adapter ran it ends `completed` (the
+    /// adapter's write is unconditional), and its cancel note shows here,
+    /// not in `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl JobView {
@@ -66,7 +72,14 @@ impl From<TaskRecord> for JobView {
             .as_deref()
             .and_then(|job_type| KINDS.iter().find(|k| k.api_path == job_type));
         let cancelled = record.status.as_deref() == Some(JobStatus::Cancelled.as_str());
+        let completed = record.status.as_deref() == Some(JobStatus::Completed.as_str());
         let error = record.error.or(record.error_message);
+        // A completed job has no error, whatever was written before.
+        let (error, note) = if completed {
+            (None, error)
+        } else {
+            (error, None)
+        };
         Self {
             status: if cancelled {
                 JobStatus::Failed.as_str().to_owned()
@@ -80,6 +93,7 @@ impl From<TaskRecord> for JobView {
                 error
             },
             cancelled,
+            note,
             created_at: record.created_at,
             updated_at: record.updated_at,
             kind: record.kind.or_else(|| known.map(|k| k.name.to_owned())),
