@@ -4,11 +4,14 @@
 //! would be alone (zero configuration: SQLite and files under `DATA_DIR`).
 //! With `GPU_BACKEND_URL` / `CPU_BACKEND_URL` pointing at a local inference
 //! API, the orchestrator also runs the worker: a complete system.
-//! Ctrl-C stops both, draining requests in flight.
+//! Ctrl-C stops both, draining requests in flight. If either cannot start
+//! (a port taken, a bad setting, a database it cannot reach), neither runs:
+//! the message names the service and the address, and the exit code is not 0.
 
 use std::{process::ExitCode, sync::Arc};
 
 use common::config::{Env, load_dotenv};
+use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -38,51 +41,64 @@ async fn main() -> ExitCode {
     );
     let (canvas_config, orchestrator_config) = match (canvas_config, orchestrator_config) {
         (Ok(c), Ok(o)) => (c, o),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("canvas-backend: {e}");
-            return ExitCode::from(2);
-        }
+        (Err(e), _) => return fail(2, &format!("canvas-service: {e}")),
+        (_, Err(e)) => return fail(2, &format!("orchestrator: {e}")),
     };
     common::telemetry::init(canvas_config.log_format);
 
+    // Both ports first: if either is taken, nothing starts at all (rather
+    // than one service running, half up, until Ctrl-C).
+    let (canvas_listener, orchestrator_listener) = match tokio::join!(
+        common::http::bind(&canvas_config.http, "canvas-service"),
+        common::http::bind(&orchestrator_config.http, "orchestrator"),
+    ) {
+        (Ok(c), Ok(o)) => (c, o),
+        (Err(e), _) | (_, Err(e)) => return fail(1, &e.to_string()),
+    };
     let canvas = match canvas_service::App::from_config(&canvas_config).await {
         Ok(app) => Arc::new(app),
-        Err(e) => {
-            tracing::error!(error = %e, "canvas-service could not start");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(1, &format!("canvas-service: cannot start: {e}")),
     };
     let jobs = match orchestrator::App::from_config(&orchestrator_config).await {
         Ok(app) => Arc::new(app),
-        Err(e) => {
-            tracing::error!(error = %e, "orchestrator could not start");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return fail(1, &format!("orchestrator: cannot start: {e}")),
     };
     let workers = jobs.spawn_background();
 
     // Each server stops on the same Ctrl-C / SIGTERM and drains its requests.
-    let (canvas_result, orchestrator_result) = tokio::join!(
-        common::http::serve(
+    let stop = CancellationToken::new();
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        common::http::shutdown_signal().await;
+        signal.cancel();
+    });
+    tokio::join!(
+        common::http::serve_listener(
+            canvas_listener,
             canvas_service::router(canvas, &canvas_config.http),
             &canvas_config.http,
-            "canvas-service"
+            "canvas-service",
+            stop.clone().cancelled_owned(),
         ),
-        common::http::serve(
+        common::http::serve_listener(
+            orchestrator_listener,
             orchestrator::router(jobs.clone(), &orchestrator_config.http),
             &orchestrator_config.http,
-            "orchestrator"
+            "orchestrator",
+            stop.clone().cancelled_owned(),
         ),
     );
     jobs.shutdown.cancel();
     for worker in workers {
         let _ = worker.await;
     }
-    match (canvas_result, orchestrator_result) {
-        (Ok(()), Ok(())) => ExitCode::SUCCESS,
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!(error = %e, "the backend stopped with an error");
-            ExitCode::FAILURE
-        }
-    }
+    ExitCode::SUCCESS
+}
+
+/// Says what stopped the backend, on stderr (logs may go elsewhere), and
+/// gives the exit code.
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("{message}");
+    tracing::error!("{message}");
+    ExitCode::from(code)
 }

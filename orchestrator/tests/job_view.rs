@@ -50,7 +50,10 @@ async fn a_cancelled_job_an_old_adapter_completed_reads_completed(builder: TestA
     let view = app.job(&job).await;
     assert_eq!(view["status"], "completed", "{view}");
     assert_eq!(view["result_url"], result.as_str());
-    assert!(view["error"].is_null(), "a completed job shows no error: {view}");
+    assert!(
+        view["error"].is_null(),
+        "a completed job shows no error: {view}"
+    );
     assert!(view.get("cancelled").is_none(), "{view}");
     assert_eq!(view["note"], note.as_str(), "the cancel note is kept");
 }

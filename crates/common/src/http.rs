@@ -23,6 +23,8 @@ use tower_http::{
 };
 use tracing::Level;
 
+use tokio::net::TcpListener;
+
 use crate::config::HttpSettings;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -115,16 +117,65 @@ pub fn with_middleware(router: Router, settings: &HttpSettings) -> Router {
         .layer(cors_layer(&settings.cors_origins))
 }
 
+/// A listening socket that could not be opened, named for the operator:
+/// `canvas-service: cannot listen on 0.0.0.0:9000: address already in use`.
+#[derive(Debug, thiserror::Error)]
+#[error("{service}: cannot listen on {addr}: {reason}")]
+pub struct BindError {
+    pub service: String,
+    pub addr: SocketAddr,
+    pub reason: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Opens `settings.bind:settings.port` for `service`.
+pub async fn bind(settings: &HttpSettings, service: &str) -> Result<TcpListener, BindError> {
+    let addr = SocketAddr::new(settings.bind, settings.port);
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError {
+            service: service.to_owned(),
+            addr,
+            reason: match source.kind() {
+                std::io::ErrorKind::AddrInUse => "address already in use".to_owned(),
+                std::io::ErrorKind::AddrNotAvailable => {
+                    "address not available on this machine".to_owned()
+                }
+                std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+                _ => source.to_string(),
+            },
+            source,
+        })
+}
+
 /// Binds `settings.bind:settings.port` and serves until SIGTERM or SIGINT,
 /// then stops accepting and lets requests in flight finish — each within its
 /// deadline (`settings.deadlines`), so a stalled client cannot hold the exit.
-pub async fn serve(router: Router, settings: &HttpSettings, service: &str) -> std::io::Result<()> {
-    let addr = SocketAddr::new(settings.bind, settings.port);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, service, "listening");
-    serve_on(listener, router, settings.deadlines, shutdown_signal()).await;
-    tracing::info!(service, "stopped");
+pub async fn serve(
+    router: Router,
+    settings: &HttpSettings,
+    service: &str,
+) -> Result<(), BindError> {
+    let listener = bind(settings, service).await?;
+    serve_listener(listener, router, settings, service, shutdown_signal()).await;
     Ok(())
+}
+
+/// Serves on an already-bound `listener` until `shutdown` resolves.
+pub async fn serve_listener(
+    listener: TcpListener,
+    router: Router,
+    settings: &HttpSettings,
+    service: &str,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(%addr, service, "listening"),
+        Err(_) => tracing::info!(service, "listening"),
+    }
+    serve_on(listener, router, settings.deadlines, shutdown).await;
+    tracing::info!(service, "stopped");
 }
 
 /// Resolves on the first SIGTERM (ECS, docker stop) or SIGINT (Ctrl-C).
