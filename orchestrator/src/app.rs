@@ -45,6 +45,8 @@ pub struct App {
     pub jobs_rate: Arc<RateLimit>,
     /// Queue depths as last read, for the backlog caps.
     pub backlog: Backlog,
+    /// Embedded mode: record and message in one transaction.
+    pub one_file: Option<OneFileIntake>,
     /// Who is calling; installed as a layer by the router.
     pub auth: Arc<Authenticator>,
 }
@@ -74,6 +76,25 @@ pub struct Stores {
     pub tasks: Arc<dyn TaskStore>,
     pub gpu_queue: Arc<dyn JobQueue>,
     pub cpu_queue: Arc<dyn JobQueue>,
+    /// Set when the task table and the queues live in the same SQLite file:
+    /// a new job's record and message are then written in one transaction.
+    pub one_file: Option<OneFileIntake>,
+}
+
+/// The embedded queues, which can take a job's record with its message.
+#[derive(Clone)]
+pub struct OneFileIntake {
+    pub gpu: Arc<EmbeddedQueue>,
+    pub cpu: Arc<EmbeddedQueue>,
+}
+
+impl OneFileIntake {
+    pub fn queue(&self, name: QueueName) -> &Arc<EmbeddedQueue> {
+        match name {
+            QueueName::Gpu => &self.gpu,
+            QueueName::Cpu => &self.cpu,
+        }
+    }
 }
 
 impl Stores {
@@ -93,6 +114,7 @@ impl Stores {
             (TaskStoreSettings::Sqlite, Some(pool)) => Arc::new(SqliteTaskStore::new(pool.clone())),
             (TaskStoreSettings::Sqlite, None) => unreachable!("opened above when needed"),
         };
+        let mut embedded = None;
         let (gpu_queue, cpu_queue): (Arc<dyn JobQueue>, Arc<dyn JobQueue>) =
             match (&config.queues, &sqlite) {
                 (
@@ -116,16 +138,25 @@ impl Stores {
                         max_receive_count, ..
                     },
                     Some(pool),
-                ) => (
-                    Arc::new(EmbeddedQueue::new(pool.clone(), "gpu", *max_receive_count)),
-                    Arc::new(EmbeddedQueue::new(pool.clone(), "cpu", *max_receive_count)),
-                ),
+                ) => {
+                    let intake = OneFileIntake {
+                        gpu: Arc::new(EmbeddedQueue::new(pool.clone(), "gpu", *max_receive_count)),
+                        cpu: Arc::new(EmbeddedQueue::new(pool.clone(), "cpu", *max_receive_count)),
+                    };
+                    embedded = Some(intake.clone());
+                    (intake.gpu, intake.cpu)
+                }
                 (QueueSettings::Embedded { .. }, None) => unreachable!("opened above when needed"),
             };
+        let one_file = match config.task_store {
+            TaskStoreSettings::Sqlite => embedded,
+            TaskStoreSettings::DynamoDb { .. } => None,
+        };
         Ok(Self {
             tasks,
             gpu_queue,
             cpu_queue,
+            one_file,
         })
     }
 
@@ -147,6 +178,7 @@ impl App {
             tasks,
             gpu_queue,
             cpu_queue,
+            one_file,
         } = Stores::open(config).await?;
         let gpu_host: Arc<dyn GpuHost> = match &config.gpu.instance_id {
             Some(id) => Arc::new(Ec2GpuHost::new(&config.aws, id).await),
@@ -218,6 +250,7 @@ impl App {
             admission: config.admission.clone(),
             jobs_rate: RateLimit::new("job submits", config.admission.jobs_rate),
             backlog: Backlog::default(),
+            one_file,
             auth,
         })
     }

@@ -20,6 +20,7 @@ use utoipa::ToSchema;
 use super::{JobKind, JobRequest, JobStatus, QueueName, admission, image_urls::url_fields};
 use crate::{
     App,
+    queue::IntakeError,
     routes::AppState,
     tasks::{IdempotencyClaim, NewTask, StatusChange},
     telemetry,
@@ -59,15 +60,22 @@ pub async fn submit_handler<T: JobRequest>(
     // The rate-limit layer names the client; without it (a router driven
     // directly) every caller is one client.
     let client = client.map_or_else(|| ClientKey("ip:unknown".to_owned()), |c| c.0);
-    let accepted = submit(
-        &app,
-        &T::KIND,
-        request_body,
-        key.as_deref(),
-        &client,
-        caller.user_id.as_deref(),
-    )
-    .await?;
+    // Its own task: a client that gives up mid-submit drops this handler,
+    // not the writes — a record once written always gets its message (or
+    // ends `failed`), whatever the connection does.
+    let accepted = tokio::spawn(async move {
+        submit(
+            &app,
+            &T::KIND,
+            request_body,
+            key.as_deref(),
+            &client,
+            caller.user_id.as_deref(),
+        )
+        .await
+    })
+    .await
+    .map_err(ApiError::internal)??;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
@@ -213,17 +221,33 @@ async fn accept(
     now: i64,
     owner_id: Option<&str>,
 ) -> Result<(), ApiError> {
-    app.tasks
-        .create(&NewTask {
-            task_id: task_id.to_owned(),
-            job_type: kind.api_path.to_owned(),
-            kind: kind.name.to_owned(),
-            queue: kind.queue.as_str().to_owned(),
-            now,
-            owner_id: owner_id.map(str::to_owned),
-        })
-        .await?;
+    let task = NewTask {
+        task_id: task_id.to_owned(),
+        job_type: kind.api_path.to_owned(),
+        kind: kind.name.to_owned(),
+        queue: kind.queue.as_str().to_owned(),
+        now,
+        owner_id: owner_id.map(str::to_owned),
+    };
     let body = message_body(kind, task_id, request_body);
+    if let Some(one_file) = &app.one_file {
+        let queue = one_file.queue(kind.queue);
+        return match queue.send_with_task(&task, &body).await {
+            Ok(()) => Ok(()),
+            Err(IntakeError::Tasks(e)) => Err(e.into()),
+            Err(IntakeError::Queue(e)) => {
+                tracing::error!(task_id, error = %e, "could not queue the job");
+                if let Err(e) = queue
+                    .record_refused(&task, "could not queue the job; submit it again")
+                    .await
+                {
+                    tracing::warn!(task_id, error = %e, "could not record the refused job");
+                }
+                Err(ApiError::unavailable("job queue", e))
+            }
+        };
+    }
+    app.tasks.create(&task).await?;
     if let Err(send_error) = app.queue(kind.queue).send(&body).await {
         // The client sees the record's error: a fixed reason, the cause
         // (which may name accounts and roles) only in the log.

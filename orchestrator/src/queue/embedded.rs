@@ -13,7 +13,11 @@ use sqlx::Row;
 use tokio::sync::Notify;
 
 use super::{JobQueue, QueueDepth, QueueError, QueueMessage};
-use crate::app::SqlitePools;
+use crate::{
+    app::SqlitePools,
+    jobs::JobStatus,
+    tasks::{NewTask, TaskStoreError, sqlite::insert_task},
+};
 
 #[derive(Clone)]
 pub struct EmbeddedQueue {
@@ -32,6 +36,42 @@ impl EmbeddedQueue {
             max_receive_count,
             sent: Arc::new(Notify::new()),
         }
+    }
+
+    /// Writes a new job's `pending` record and its message in one
+    /// transaction: both exist, or neither (a crash between two commits can
+    /// no longer leave a `pending` job that no worker will ever see).
+    pub async fn send_with_task(&self, task: &NewTask, body: &str) -> Result<(), IntakeError> {
+        let mut tx = self
+            .pools
+            .writes
+            .begin()
+            .await
+            .map_err(|e| IntakeError::Queue(queue_error(e)))?;
+        insert_task(&mut tx, task, JobStatus::Pending, None)
+            .await
+            .map_err(IntakeError::Tasks)?;
+        insert_message(&mut tx, self.name, body)
+            .await
+            .map_err(IntakeError::Queue)?;
+        tx.commit()
+            .await
+            .map_err(|e| IntakeError::Queue(queue_error(e)))?;
+        self.sent.notify_waiters();
+        Ok(())
+    }
+
+    /// A job that could not be taken in still leaves its record, `failed`
+    /// with the reason, when the database allows (best effort: the client
+    /// has its 503 either way).
+    pub async fn record_refused(&self, task: &NewTask, reason: &str) -> Result<(), TaskStoreError> {
+        let mut conn = self
+            .pools
+            .writes
+            .acquire()
+            .await
+            .map_err(crate::tasks::sqlite::sqlite_error)?;
+        insert_task(&mut conn, task, JobStatus::Failed, Some(reason)).await
     }
 
     async fn receive_now(
@@ -81,6 +121,32 @@ fn message(row: &sqlx::sqlite::SqliteRow) -> Result<QueueMessage, QueueError> {
     })
 }
 
+/// Why a job could not be taken in: its record or its message.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error(transparent)]
+    Tasks(TaskStoreError),
+    #[error(transparent)]
+    Queue(QueueError),
+}
+
+async fn insert_message(
+    conn: &mut sqlx::SqliteConnection,
+    queue: &str,
+    body: &str,
+) -> Result<(), QueueError> {
+    let now = now_ms();
+    sqlx::query("INSERT INTO queue_messages (id, queue, body, sent_at, visible_at) VALUES ($1, $2, $3, $4, $4)")
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(queue)
+        .bind(body)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(queue_error)?;
+    Ok(())
+}
+
 fn queue_error(err: sqlx::Error) -> QueueError {
     match err {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
@@ -103,15 +169,8 @@ fn millis(d: Duration) -> i64 {
 #[async_trait::async_trait]
 impl JobQueue for EmbeddedQueue {
     async fn send(&self, body: &str) -> Result<(), QueueError> {
-        let now = now_ms();
-        sqlx::query("INSERT INTO queue_messages (id, queue, body, sent_at, visible_at) VALUES ($1, $2, $3, $4, $4)")
-            .bind(uuid::Uuid::new_v4().to_string())
-            .bind(self.name)
-            .bind(body)
-            .bind(now)
-            .execute(&self.pools.writes)
-            .await
-            .map_err(queue_error)?;
+        let mut conn = self.pools.writes.acquire().await.map_err(queue_error)?;
+        insert_message(&mut conn, self.name, body).await?;
         self.sent.notify_waiters();
         Ok(())
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::ApiError;
 
-pub use embedded::EmbeddedQueue;
+pub use embedded::{EmbeddedQueue, IntakeError};
 pub use sqs::{SqsQueue, client as sqs_client};
 
 /// A received message: its body, and the receipt that deletes it or changes

@@ -5,7 +5,7 @@
 //! overwritten.
 
 mod dynamodb;
-mod sqlite;
+pub(crate) mod sqlite;
 
 pub use dynamodb::DynamoTaskStore;
 pub use sqlite::SqliteTaskStore;

@@ -51,6 +51,36 @@ pub(crate) fn sqlite_error(err: sqlx::Error) -> TaskStoreError {
     }
 }
 
+/// Inserts a new record in `status` (`pending`, or `failed` for a job that
+/// could not be queued), on any connection: the embedded queue writes the
+/// record and its message in one transaction with it.
+pub(crate) async fn insert_task(
+    conn: &mut sqlx::SqliteConnection,
+    task: &NewTask,
+    status: JobStatus,
+    error_message: Option<&str>,
+) -> Result<(), TaskStoreError> {
+    let done = sqlx::query(
+        "INSERT INTO tasks (task_id, status, job_type, kind, queue, created_at, updated_at, owner_id, error_message)
+         VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8) ON CONFLICT (task_id) DO NOTHING",
+    )
+    .bind(&task.task_id)
+    .bind(status.as_str())
+    .bind(&task.job_type)
+    .bind(&task.kind)
+    .bind(&task.queue)
+    .bind(task.now)
+    .bind(&task.owner_id)
+    .bind(error_message)
+    .execute(&mut *conn)
+    .await
+    .map_err(sqlite_error)?;
+    if done.rows_affected() == 0 {
+        return Err(TaskStoreError::AlreadyExists(task.task_id.clone()));
+    }
+    Ok(())
+}
+
 const COLUMNS: &str = "task_id, status, job_type, kind, queue, created_at, updated_at, result_url, \
      result_s3_uri, error, error_message, attempts, comfy_job_id, api_job_id, owner_id";
 
@@ -79,23 +109,8 @@ fn record(row: &SqliteRow) -> Result<TaskRecord, sqlx::Error> {
 #[async_trait::async_trait]
 impl TaskStore for SqliteTaskStore {
     async fn create(&self, task: &NewTask) -> Result<(), TaskStoreError> {
-        let done = sqlx::query(
-            "INSERT INTO tasks (task_id, status, job_type, kind, queue, created_at, updated_at, owner_id)
-             VALUES ($1, 'pending', $2, $3, $4, $5, $5, $6) ON CONFLICT (task_id) DO NOTHING",
-        )
-        .bind(&task.task_id)
-        .bind(&task.job_type)
-        .bind(&task.kind)
-        .bind(&task.queue)
-        .bind(task.now)
-        .bind(&task.owner_id)
-        .execute(&self.pools.writes)
-        .await
-        .map_err(sqlite_error)?;
-        if done.rows_affected() == 0 {
-            return Err(TaskStoreError::AlreadyExists(task.task_id.clone()));
-        }
-        Ok(())
+        let mut conn = self.pools.writes.acquire().await.map_err(sqlite_error)?;
+        insert_task(&mut conn, task, JobStatus::Pending, None).await
     }
 
     async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, TaskStoreError> {
