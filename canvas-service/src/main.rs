@@ -32,11 +32,14 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    if let Err(e) =
-        common::http::serve(router(app, &config.http), &config.http, "canvas-service").await
-    {
-        tracing::error!(error = %e, "canvas-service stopped with an error");
-        return std::process::ExitCode::FAILURE;
+    match common::http::serve(router(app, &config.http), &config.http, "canvas-service").await {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        // The shutdown deadline cut requests in flight.
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("{e}");
+            tracing::error!(error = %e, "canvas-service could not serve");
+            std::process::ExitCode::FAILURE
+        }
     }
-    std::process::ExitCode::SUCCESS
 }

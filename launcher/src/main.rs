@@ -72,7 +72,7 @@ async fn main() -> ExitCode {
         common::http::shutdown_signal().await;
         signal.cancel();
     });
-    tokio::join!(
+    let (canvas_drained, orchestrator_drained) = tokio::join!(
         common::http::serve_listener(
             canvas_listener,
             canvas_service::router(canvas, &canvas_config.http),
@@ -92,7 +92,12 @@ async fn main() -> ExitCode {
     for worker in workers {
         let _ = worker.await;
     }
-    ExitCode::SUCCESS
+    if canvas_drained && orchestrator_drained {
+        ExitCode::SUCCESS
+    } else {
+        // The shutdown deadline cut requests in flight.
+        ExitCode::FAILURE
+    }
 }
 
 /// Says what stopped the backend, on stderr (logs may go elsewhere), and

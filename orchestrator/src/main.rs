@@ -77,9 +77,12 @@ async fn serve(config: OrchestratorConfig) -> ExitCode {
         let _ = worker.await;
     }
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        // The shutdown deadline cut requests in flight.
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            tracing::error!(error = %e, "orchestrator stopped with an error");
+            eprintln!("{e}");
+            tracing::error!(error = %e, "orchestrator could not serve");
             ExitCode::FAILURE
         }
     }

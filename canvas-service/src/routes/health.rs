@@ -52,7 +52,15 @@ pub async fn health() -> Json<Health> {
         (status = 200, description = "Every part answers"),
         (status = 503, description = "A part is down; `detail` names it"),
     ))]
-pub async fn ready(State(app): State<AppState>) -> impl IntoResponse {
+pub async fn ready(State(app): State<AppState>) -> axum::response::Response {
+    // SIGTERM came: the load balancer must stop routing here.
+    if common::http::lifecycle().is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "detail": "shutting down" })),
+        )
+            .into_response();
+    }
     let (database, objects) = tokio::join!(
         tokio::time::timeout(CHECK_TIMEOUT, app.db.ping()),
         tokio::time::timeout(CHECK_TIMEOUT, app.store.check()),
@@ -73,7 +81,7 @@ pub async fn ready(State(app): State<AppState>) -> impl IntoResponse {
         .map(|(name, _)| name)
         .collect();
     let checks = json!({ "database": database, "object_store": objects });
-    if down.is_empty() {
+    let answer = if down.is_empty() {
         (
             StatusCode::OK,
             Json(json!({ "status": "ready", "checks": checks })),
@@ -85,7 +93,8 @@ pub async fn ready(State(app): State<AppState>) -> impl IntoResponse {
                 json!({ "detail": format!("not ready: {} unavailable", down.join(" and ")), "checks": checks }),
             ),
         )
-    }
+    };
+    answer.into_response()
 }
 
 /// "ok", or "unavailable" with the cause logged (causes may name hosts).

@@ -294,6 +294,7 @@ impl TestApp {
             async move {
                 let _ = stopped.await;
             },
+            std::time::Duration::from_secs(60),
         ));
         RunningServer { addr, stop, task }
     }
@@ -410,7 +411,7 @@ impl TestApp {
 pub struct RunningServer {
     pub addr: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<bool>,
 }
 
 impl RunningServer {

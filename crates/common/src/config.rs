@@ -156,6 +156,11 @@ pub struct HttpSettings {
     pub trusted_proxy_hops: usize,
     /// How long a client may take to send a whole request.
     pub deadlines: RequestDeadlines,
+    /// `SHUTDOWN_DELAY_SECONDS`: after SIGTERM, how long the service keeps
+    /// serving (with `/ready` at 503) before it stops accepting.
+    pub shutdown_delay: std::time::Duration,
+    /// `SHUTDOWN_GRACE_SECONDS`: then, how long requests in flight may take.
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// How long a client may take to send a request (headers and body, counted
@@ -229,6 +234,13 @@ impl HttpSettings {
             cors_origins,
             trusted_proxy_hops: env.parse_or(&["TRUSTED_PROXY_HOPS"], 0)?,
             deadlines: RequestDeadlines::from_env(env)?,
+            shutdown_delay: std::time::Duration::from_secs(
+                env.parse_or(&["SHUTDOWN_DELAY_SECONDS"], 5)?,
+            ),
+            // Below the 30 s ECS stop timeout, with the delay before it.
+            shutdown_grace: std::time::Duration::from_secs(
+                env.parse_or(&["SHUTDOWN_GRACE_SECONDS"], 20)?,
+            ),
         })
     }
 }

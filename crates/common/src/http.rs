@@ -4,9 +4,11 @@
 //! SIGTERM/SIGINT before exiting.
 
 mod deadline;
+mod lifecycle;
 mod server;
 
 pub use deadline::{DeadlineBody, RequestDeadline, RequestTimedOut, timed_out, upload_deadline};
+pub use lifecycle::{Lifecycle, lifecycle};
 pub use server::serve_on;
 
 use std::{net::SocketAddr, time::Duration};
@@ -91,6 +93,7 @@ pub fn with_middleware(router: Router, settings: &HttpSettings) -> Router {
             settings.trusted_proxy_hops,
             crate::rate_limit::identify_client,
         ))
+        .layer(axum::middleware::map_response(close_when_draining))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request<_>| {
@@ -115,6 +118,17 @@ pub fn with_middleware(router: Router, settings: &HttpSettings) -> Router {
             header::AUTHORIZATION,
         ]))
         .layer(cors_layer(&settings.cors_origins))
+}
+
+/// While draining, every response asks its HTTP/1 client to close the
+/// connection, so the next request goes to a task that is staying.
+async fn close_when_draining(mut response: axum::response::Response) -> axum::response::Response {
+    if lifecycle().is_draining() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// A listening socket that could not be opened, named for the operator:
@@ -150,32 +164,62 @@ pub async fn bind(settings: &HttpSettings, service: &str) -> Result<TcpListener,
 }
 
 /// Binds `settings.bind:settings.port` and serves until SIGTERM or SIGINT,
-/// then stops accepting and lets requests in flight finish — each within its
-/// deadline (`settings.deadlines`), so a stalled client cannot hold the exit.
+/// then drains (see [`serve_listener`]). Returns whether every request in
+/// flight finished within `SHUTDOWN_GRACE_SECONDS` (`false`: the deadline
+/// cut some).
 pub async fn serve(
     router: Router,
     settings: &HttpSettings,
     service: &str,
-) -> Result<(), BindError> {
+) -> Result<bool, BindError> {
     let listener = bind(settings, service).await?;
-    serve_listener(listener, router, settings, service, shutdown_signal()).await;
-    Ok(())
+    Ok(serve_listener(listener, router, settings, service, shutdown_signal()).await)
 }
 
-/// Serves on an already-bound `listener` until `shutdown` resolves.
+/// Serves on an already-bound `listener`. When `signal` resolves: `/ready`
+/// turns 503 and responses close their connections at once; for
+/// `SHUTDOWN_DELAY_SECONDS` everything is still served (a load balancer
+/// needs that long to stop routing here); then no new connections are
+/// accepted, event streams are told to end, and requests in flight get
+/// `SHUTDOWN_GRACE_SECONDS` to finish — each also within its own request
+/// deadline, so a stalled client cannot hold the exit. Returns whether they
+/// all finished.
 pub async fn serve_listener(
     listener: TcpListener,
     router: Router,
     settings: &HttpSettings,
     service: &str,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
+    signal: impl std::future::Future<Output = ()>,
+) -> bool {
     match listener.local_addr() {
         Ok(addr) => tracing::info!(%addr, service, "listening"),
         Err(_) => tracing::info!(service, "listening"),
     }
-    serve_on(listener, router, settings.deadlines, shutdown).await;
-    tracing::info!(service, "stopped");
+    let delay = settings.shutdown_delay;
+    let stop_accepting = async move {
+        signal.await;
+        lifecycle().begin_drain();
+        tokio::time::sleep(delay).await;
+        lifecycle().close_streams();
+    };
+    let drained = serve_on(
+        listener,
+        router,
+        settings.deadlines,
+        stop_accepting,
+        settings.shutdown_grace,
+    )
+    .await;
+    if drained {
+        tracing::info!(service, "stopped");
+    } else {
+        tracing::warn!(
+            service,
+            grace_seconds = settings.shutdown_grace.as_secs(),
+            "stopped at the shutdown deadline with requests still in flight"
+        );
+    }
+    drained
 }
 
 /// Resolves on the first SIGTERM (ECS, docker stop) or SIGINT (Ctrl-C).

@@ -60,7 +60,7 @@ fn router(gate: Arc<Gate>) -> Router {
 struct Server {
     addr: SocketAddr,
     stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    task: JoinHandle<bool>,
     gate: Arc<Gate>,
 }
 
@@ -82,6 +82,7 @@ async fn start() -> Server {
         async move {
             let _ = stopped.await;
         },
+        Duration::from_secs(60),
     ));
     Server {
         addr,
@@ -93,7 +94,7 @@ async fn start() -> Server {
 
 impl Server {
     /// Starts the graceful shutdown; the task ends when the server has.
-    fn shut_down(self) -> JoinHandle<()> {
+    fn shut_down(self) -> JoinHandle<bool> {
         let _ = self.stop.send(());
         self.task
     }

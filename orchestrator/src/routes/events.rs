@@ -58,5 +58,20 @@ pub async fn job_events(
         },
     );
     let stream = futures_util::StreamExt::chain(stream::once(async move { Ok(first) }), rest);
+    // When the process drains, a last `event: shutdown` and the end: the
+    // browser's EventSource reconnects, to a task that is staying.
+    let stream =
+        futures_util::StreamExt::take_until(stream, common::http::lifecycle().streams_closing());
+    let shutdown = stream::once(async {
+        Ok(Event::default()
+            .event("shutdown")
+            .data("the server is restarting; reconnect"))
+    });
+    let stream = futures_util::StreamExt::chain(
+        stream,
+        futures_util::StreamExt::filter(shutdown, |_| {
+            std::future::ready(common::http::lifecycle().is_draining())
+        }),
+    );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -60,7 +60,15 @@ pub async fn health_v1() -> Json<Health> {
 /// naming what is down.
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses((status = 200, description = "Every part answers"), (status = 503, description = "`detail` names the part that is down")))]
-pub async fn ready(State(app): State<AppState>) -> impl IntoResponse {
+pub async fn ready(State(app): State<AppState>) -> axum::response::Response {
+    // SIGTERM came: the load balancer must stop routing here.
+    if common::http::lifecycle().is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "detail": "shutting down" })),
+        )
+            .into_response();
+    }
     let check = |result: Result<Result<(), String>, tokio::time::error::Elapsed>| match result {
         Ok(Ok(())) => "ok",
         Ok(Err(cause)) => {
@@ -95,7 +103,7 @@ pub async fn ready(State(app): State<AppState>) -> impl IntoResponse {
         "gpu_queue": checks[1].1,
         "cpu_queue": checks[2].1,
     });
-    if down.is_empty() {
+    let answer = if down.is_empty() {
         (
             StatusCode::OK,
             Json(json!({ "status": "ready", "checks": checks_json })),
@@ -107,7 +115,8 @@ pub async fn ready(State(app): State<AppState>) -> impl IntoResponse {
                 json!({ "detail": format!("not ready: {} unavailable", down.join(", ")), "checks": checks_json }),
             ),
         )
-    }
+    };
+    answer.into_response()
 }
 
 /// Prometheus metrics: jobs submitted by kind, status transitions, queue

@@ -43,7 +43,8 @@ pub async fn serve_on(
     router: Router,
     deadlines: RequestDeadlines,
     shutdown: impl Future<Output = ()>,
-) {
+    grace: std::time::Duration,
+) -> bool {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -81,7 +82,9 @@ pub async fn serve_on(
         connections = graceful.count(),
         "draining connections in flight"
     );
-    graceful.shutdown().await;
+    tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_ok()
 }
 
 /// One connection: its requests get the peer address and a deadline, and the
