@@ -6,6 +6,7 @@ use common::{
     auth::{AuthError, AuthMode, Authenticator},
     object_store::{LocalStore, ObjectStore, S3Store},
     rate_limit::RateLimit,
+    readiness::{Part, Readiness},
 };
 
 use crate::{
@@ -23,12 +24,18 @@ pub struct App {
     pub max_upload_bytes: u64,
     /// Per-client limits on uploads and new sessions.
     pub uploads_rate: Arc<RateLimit>,
+    /// `/ready`: the database and the object store.
+    pub readiness: Readiness,
     pub sessions_rate: Arc<RateLimit>,
     pub max_image_pixels: u64,
     pub(crate) upload_slots: UploadSlots,
     /// Who is calling; installed as a layer by the router.
     pub auth: Arc<Authenticator>,
 }
+
+/// A readiness check slower than this is `unavailable` (slower than half
+/// of it, `slow`).
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -77,10 +84,39 @@ impl App {
         let auth =
             Arc::new(Authenticator::new(&config.auth)?.with_public(crate::routes::is_public));
         Ok(Self {
-            db,
-            store,
+            db: db.clone(),
+            store: store.clone(),
             local_files,
             max_upload_bytes: config.max_upload_bytes,
+            readiness: Readiness::new(
+                vec![
+                    Part {
+                        name: "database",
+                        key: "database",
+                        check: {
+                            let db = db.clone();
+                            Box::new(move || {
+                                let db = db.clone();
+                                Box::pin(async move { db.ping().await.map_err(|e| e.to_string()) })
+                            })
+                        },
+                    },
+                    Part {
+                        name: "object store",
+                        key: "object_store",
+                        check: {
+                            let store = store.clone();
+                            Box::new(move || {
+                                let store = store.clone();
+                                Box::pin(
+                                    async move { store.check().await.map_err(|e| e.to_string()) },
+                                )
+                            })
+                        },
+                    },
+                ],
+                READY_TIMEOUT,
+            ),
             uploads_rate: RateLimit::new("uploads", config.uploads_rate),
             sessions_rate: RateLimit::new("new sessions", config.sessions_rate),
             max_image_pixels: config.max_image_pixels,

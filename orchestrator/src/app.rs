@@ -8,7 +8,10 @@ use gpu::{Ec2GpuHost, GpuController, GpuHandle, GpuHost, GpuWork, NoGpuHost, Wor
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use tokio_util::sync::CancellationToken;
 
-use common::rate_limit::RateLimit;
+use common::{
+    rate_limit::RateLimit,
+    readiness::{Part, Readiness},
+};
 
 use crate::{
     config::{AdmissionSettings, OrchestratorConfig, QueueSettings, TaskStoreSettings},
@@ -49,6 +52,20 @@ pub struct App {
     pub one_file: Option<OneFileIntake>,
     /// Who is calling; installed as a layer by the router.
     pub auth: Arc<Authenticator>,
+    /// `/ready`: the task store and both queues.
+    pub readiness: Readiness,
+}
+
+/// A readiness check slower than this is `unavailable` (slower than half
+/// of it, `slow`).
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn queue_check(queue: &Arc<dyn JobQueue>) -> common::readiness::Check {
+    let queue = queue.clone();
+    Box::new(move || {
+        let queue = queue.clone();
+        Box::pin(async move { queue.ping().await.map_err(|e| e.to_string()) })
+    })
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -214,9 +231,9 @@ impl App {
         let gpu = GpuController::spawn(gpu_host, work, gpu_settings, shutdown.clone());
         let watcher = JobWatcher::spawn(tasks.clone(), config.events_interval, shutdown.clone());
         Ok(Self {
-            tasks,
-            gpu_queue,
-            cpu_queue,
+            tasks: tasks.clone(),
+            gpu_queue: gpu_queue.clone(),
+            cpu_queue: cpu_queue.clone(),
             gpu,
             watcher,
             local_workers: config
@@ -251,6 +268,34 @@ impl App {
             jobs_rate: RateLimit::new("job submits", config.admission.jobs_rate),
             backlog: Backlog::default(),
             one_file,
+            readiness: Readiness::new(
+                vec![
+                    Part {
+                        name: "task store",
+                        key: "task_store",
+                        check: {
+                            let tasks = tasks.clone();
+                            Box::new(move || {
+                                let tasks = tasks.clone();
+                                Box::pin(
+                                    async move { tasks.ping().await.map_err(|e| e.to_string()) },
+                                )
+                            })
+                        },
+                    },
+                    Part {
+                        name: "GPU queue",
+                        key: "gpu_queue",
+                        check: queue_check(&gpu_queue),
+                    },
+                    Part {
+                        name: "CPU queue",
+                        key: "cpu_queue",
+                        check: queue_check(&cpu_queue),
+                    },
+                ],
+                READY_TIMEOUT,
+            ),
             auth,
         })
     }

@@ -12,6 +12,7 @@ pub mod http;
 pub mod image_kind;
 pub mod object_store;
 pub mod rate_limit;
+pub mod readiness;
 pub mod telemetry;
 
 pub use error::ApiError;

@@ -1,21 +1,12 @@
 //! Operations: `GET /`, liveness (`/health`, `/api/v1/health`), readiness
 //! (`/ready`: task store and queues answer) and Prometheus `/metrics`.
 
-use std::time::Duration;
-
-use axum::{
-    Json,
-    extract::State,
-    http::{StatusCode, header},
-    response::IntoResponse,
-};
+use axum::{Json, extract::State, http::header, response::IntoResponse};
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::AppState;
-
-const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What this service is, which backends it runs on, and where its API is
 /// described.
@@ -61,62 +52,7 @@ pub async fn health_v1() -> Json<Health> {
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses((status = 200, description = "Every part answers"), (status = 503, description = "`detail` names the part that is down")))]
 pub async fn ready(State(app): State<AppState>) -> axum::response::Response {
-    // SIGTERM came: the load balancer must stop routing here.
-    if common::http::lifecycle().is_draining() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "detail": "shutting down" })),
-        )
-            .into_response();
-    }
-    let check = |result: Result<Result<(), String>, tokio::time::error::Elapsed>| match result {
-        Ok(Ok(())) => "ok",
-        Ok(Err(cause)) => {
-            tracing::warn!(%cause, "readiness check failed");
-            "unavailable"
-        }
-        Err(_) => "unavailable",
-    };
-    let (tasks, gpu_queue, cpu_queue) = tokio::join!(
-        tokio::time::timeout(CHECK_TIMEOUT, async {
-            app.tasks.ping().await.map_err(|e| e.to_string())
-        }),
-        tokio::time::timeout(CHECK_TIMEOUT, async {
-            app.gpu_queue.ping().await.map_err(|e| e.to_string())
-        }),
-        tokio::time::timeout(CHECK_TIMEOUT, async {
-            app.cpu_queue.ping().await.map_err(|e| e.to_string())
-        }),
-    );
-    let checks = [
-        ("task store", check(tasks)),
-        ("GPU queue", check(gpu_queue)),
-        ("CPU queue", check(cpu_queue)),
-    ];
-    let down: Vec<&str> = checks
-        .iter()
-        .filter(|(_, s)| *s != "ok")
-        .map(|(n, _)| *n)
-        .collect();
-    let checks_json = json!({
-        "task_store": checks[0].1,
-        "gpu_queue": checks[1].1,
-        "cpu_queue": checks[2].1,
-    });
-    let answer = if down.is_empty() {
-        (
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "checks": checks_json })),
-        )
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({ "detail": format!("not ready: {} unavailable", down.join(", ")), "checks": checks_json }),
-            ),
-        )
-    };
-    answer.into_response()
+    app.readiness.respond().await
 }
 
 /// Prometheus metrics: jobs submitted by kind, status transitions, queue
