@@ -90,9 +90,18 @@ pub async fn upload(
     let image = inspect(&file, app.max_image_pixels).await?;
 
     let key = upload_key(session_id, &image.extension);
-    app.store
+    if let Err(e) = app
+        .store
         .put_file(&key, file.path(), image.kind.mime())
-        .await?;
+        .await
+    {
+        // A put that timed out or lost its connection may still have
+        // landed in the bucket; no row will ever point at it.
+        if matches!(e, common::object_store::StoreError::Unavailable(_)) {
+            remove_orphan(app.store.clone(), key);
+        }
+        return Err(e.into());
+    }
     let added = app
         .db
         .add_image(&NewImage {
@@ -110,9 +119,7 @@ pub async fn upload(
         Ok(Some(record)) => record,
         failed => {
             // No row, so no one can see the object: remove it.
-            if let Err(e) = app.store.delete(&key).await {
-                tracing::error!(%key, error = %e, "orphaned object after failed row insert");
-            }
+            remove_orphan(app.store.clone(), key);
             return Err(match failed {
                 Ok(_) => ApiError::not_found("Session not found"),
                 Err(e) => e.into(),
@@ -120,4 +127,24 @@ pub async fn upload(
         }
     };
     Ok(Json(ImageOut::from_record(&app, record).await?))
+}
+
+/// Removes an object no row points at, in the background: the store may be
+/// the part that is down, so the delete (idempotent) is retried with
+/// backoff for about half a minute rather than holding the request.
+fn remove_orphan(store: std::sync::Arc<dyn common::object_store::ObjectStore>, key: String) {
+    tokio::spawn(async move {
+        let mut wait = std::time::Duration::from_millis(250);
+        for _ in 0..8 {
+            match store.delete(&key).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "could not remove an orphaned object yet")
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(std::time::Duration::from_secs(8));
+        }
+        tracing::error!(%key, "orphaned object: no row points at it and it could not be removed");
+    });
 }
