@@ -211,16 +211,20 @@ async fn s3_cut_mid_upload(cut: Cut) {
         return;
     };
     let session = app.new_session().await;
-    // A large body (the pixel data is not inspected), so the put is still
-    // on the wire when the cut lands a moment after it starts.
+    // A 1 MiB body (the pixel data is not inspected); the cut lands when
+    // half of it has reached S3, so the put is cut in its middle.
     let mut body = images::png(64, 64);
-    body.resize(4 * 1024 * 1024, 0);
-    let (response, ()) = tokio::join!(app.upload(&session, "big.png", "image/png", &body), async {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        cut.apply(&s3);
-    });
+    body.resize(1024 * 1024, 0);
+    match cut {
+        Cut::Refuse => s3.break_after(512 * 1024),
+        Cut::Blackhole => s3.blackhole_after(512 * 1024),
+    }
+    let (response, took) = timed(app.upload(&session, "big.png", "image/png", &body)).await;
     let detail = response.assert_error(StatusCode::SERVICE_UNAVAILABLE);
     assert!(detail.contains("object store"), "{detail}");
+    // An upload's deadline is the dependency timeout plus its body at
+    // 1 MiB/s: 3 s here; the bound leaves room for a loaded machine.
+    assert!(took < Duration::from_secs(5), "{took:?}");
     s3.restore_networking();
     assert!(ready_again(&app).await, "not ready after S3 came back");
     rows_and_objects_agree(&app, &session).await;

@@ -16,7 +16,10 @@
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use tokio::{
@@ -39,9 +42,33 @@ enum Mode {
 pub struct FaultProxy {
     addr: SocketAddr,
     upstream: SocketAddr,
-    mode: watch::Sender<Mode>,
+    shared: Arc<Shared>,
     accept: JoinHandle<()>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+/// What every connection task sees.
+struct Shared {
+    mode: watch::Sender<Mode>,
+    /// Bytes forwarded from clients to the upstream, over all connections.
+    sent_up: AtomicU64,
+    /// A cut that lands once `sent_up` reaches the count: a fault in the
+    /// middle of a request, at an exact point rather than after a sleep.
+    trigger: Mutex<Option<(u64, Mode)>>,
+}
+
+impl Shared {
+    /// Counts bytes sent upstream and fires a due trigger.
+    fn sent(&self, bytes: usize) {
+        let total = self.sent_up.fetch_add(bytes as u64, Ordering::SeqCst) + bytes as u64;
+        if let Ok(mut trigger) = self.trigger.lock()
+            && let Some((at, mode)) = *trigger
+            && total >= at
+        {
+            *trigger = None;
+            self.mode.send_replace(mode);
+        }
+    }
 }
 
 impl FaultProxy {
@@ -52,17 +79,22 @@ impl FaultProxy {
             .expect("bind the fault proxy");
         let addr = listener.local_addr().expect("the fault proxy's address");
         let (mode, _) = watch::channel(Mode::Forward);
+        let shared = Arc::new(Shared {
+            mode,
+            sent_up: AtomicU64::new(0),
+            trigger: Mutex::new(None),
+        });
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let accept = tokio::spawn(accept_loop(
             listener,
             upstream,
-            mode.clone(),
+            shared.clone(),
             connections.clone(),
         ));
         FaultProxy {
             addr,
             upstream,
-            mode,
+            shared,
             accept,
             connections,
         }
@@ -104,17 +136,47 @@ impl FaultProxy {
 
     /// Resets every open connection and every new one, until restored.
     pub fn break_networking(&self) {
-        self.mode.send_replace(Mode::Refuse);
+        self.set(Mode::Refuse);
     }
 
     /// Accepts connections but forwards nothing either way, until restored.
     pub fn blackhole(&self) {
-        self.mode.send_replace(Mode::Blackhole);
+        self.set(Mode::Blackhole);
     }
 
-    /// Forwards again.
+    /// Forwards again (and forgets a pending `*_after`).
     pub fn restore_networking(&self) {
-        self.mode.send_replace(Mode::Forward);
+        self.set(Mode::Forward);
+    }
+
+    /// [`break_networking`](Self::break_networking) once `bytes` more bytes
+    /// have gone from clients to the upstream: a cut in mid-request.
+    pub fn break_after(&self, bytes: u64) {
+        self.arm(bytes, Mode::Refuse);
+    }
+
+    /// [`blackhole`](Self::blackhole) once `bytes` more bytes have gone
+    /// from clients to the upstream.
+    pub fn blackhole_after(&self, bytes: u64) {
+        self.arm(bytes, Mode::Blackhole);
+    }
+
+    /// Bytes forwarded from clients to the upstream so far.
+    pub fn bytes_sent_upstream(&self) -> u64 {
+        self.shared.sent_up.load(Ordering::SeqCst)
+    }
+
+    fn set(&self, mode: Mode) {
+        if let Ok(mut trigger) = self.shared.trigger.lock() {
+            *trigger = None;
+        }
+        self.shared.mode.send_replace(mode);
+    }
+
+    fn arm(&self, bytes: u64, mode: Mode) {
+        if let Ok(mut trigger) = self.shared.trigger.lock() {
+            *trigger = Some((self.shared.sent_up.load(Ordering::SeqCst) + bytes, mode));
+        }
     }
 }
 
@@ -132,11 +194,11 @@ impl Drop for FaultProxy {
 async fn accept_loop(
     listener: TcpListener,
     upstream: SocketAddr,
-    mode: watch::Sender<Mode>,
+    shared: Arc<Shared>,
     connections: Arc<Mutex<Vec<JoinHandle<()>>>>,
 ) {
     while let Ok((client, _)) = listener.accept().await {
-        let task = tokio::spawn(connection(client, upstream, mode.subscribe()));
+        let task = tokio::spawn(connection(client, upstream, shared.clone()));
         if let Ok(mut connections) = connections.lock() {
             connections.retain(|c| !c.is_finished());
             connections.push(task);
@@ -153,7 +215,8 @@ fn reset(stream: TcpStream) {
 }
 
 /// One client connection, from accept to close.
-async fn connection(client: TcpStream, upstream: SocketAddr, mut mode: watch::Receiver<Mode>) {
+async fn connection(client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>) {
+    let mut mode = shared.mode.subscribe();
     // Wait out a blackhole before connecting upstream: the client sees an
     // accepted connection that never answers.
     loop {
@@ -173,13 +236,18 @@ async fn connection(client: TcpStream, upstream: SocketAddr, mut mode: watch::Re
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    forward(client, server, mode).await;
+    forward(client, server, mode, &shared).await;
 }
 
 /// Copies bytes both ways while the mode is `Forward`, stops reading while
 /// it is `Blackhole` (bytes wait in the kernel buffers, as they would on a
 /// partitioned link) and resets both sides on `Refuse`.
-async fn forward(mut client: TcpStream, mut server: TcpStream, mut mode: watch::Receiver<Mode>) {
+async fn forward(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    mut mode: watch::Receiver<Mode>,
+    shared: &Shared,
+) {
     let mut from_client = vec![0u8; 16 * 1024];
     let mut from_server = vec![0u8; 16 * 1024];
     let (mut client_open, mut server_open) = (true, true);
@@ -215,6 +283,7 @@ async fn forward(mut client: TcpStream, mut server: TcpStream, mut mode: watch::
                             if server.write_all(&from_client[..n]).await.is_err() {
                                 return reset(client);
                             }
+                            shared.sent(n);
                         }
                         Err(_) => return reset(server),
                     },
@@ -351,6 +420,31 @@ mod tests {
         proxy.break_networking();
         assert!(is_cut(&mut open).await);
         assert!(is_cut(&mut held).await);
+    }
+
+    #[tokio::test]
+    async fn a_cut_can_land_after_a_number_of_bytes() {
+        let proxy = FaultProxy::start(echo_server().await).await;
+        let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+        proxy.blackhole_after(10);
+        assert_eq!(round_trip(&mut stream, b"12345").await.unwrap(), b"12345");
+        stream.write_all(b"6789012345").await.unwrap();
+        // The bytes that crossed the count went up, but their echo is held.
+        let mut back = [0u8; 10];
+        let mut got = 0;
+        while got < 10 {
+            match tokio::time::timeout(Duration::from_millis(300), stream.read(&mut back[got..]))
+                .await
+            {
+                Ok(Ok(n)) if n > 0 => got += n,
+                _ => break,
+            }
+        }
+        assert!(got < 10, "the echo after the cut came back");
+        assert_eq!(proxy.bytes_sent_upstream(), 15);
+        proxy.restore_networking();
+        stream.read_exact(&mut back[got..]).await.unwrap();
+        assert_eq!(&back, b"6789012345");
     }
 
     #[tokio::test]
