@@ -118,8 +118,13 @@ pub async fn upload(
     let record = match added {
         Ok(Some(record)) => record,
         failed => {
-            // No row, so no one can see the object: remove it.
-            remove_orphan(app.store.clone(), key);
+            // No row, so no one can see the object: remove it now (the
+            // store is up: it just took the object), and keep trying in the
+            // background if that fails.
+            if let Err(e) = app.store.delete(&key).await {
+                tracing::warn!(%key, error = %e, "could not remove the object after a failed row insert; retrying");
+                remove_orphan(app.store.clone(), key);
+            }
             return Err(match failed {
                 Ok(_) => ApiError::not_found("Session not found"),
                 Err(e) => e.into(),
@@ -129,22 +134,25 @@ pub async fn upload(
     Ok(Json(ImageOut::from_record(&app, record).await?))
 }
 
-/// Removes an object no row points at, in the background: the store may be
-/// the part that is down, so the delete (idempotent) is retried with
-/// backoff for about half a minute rather than holding the request.
+/// Removes an object no row points at, in the background, several times
+/// over about half a minute — also after a delete succeeds: a put that timed
+/// out on our side may still be in flight (its bytes in a socket buffer
+/// somewhere) and land after the first delete. Deletes are idempotent, and
+/// failed uploads are rare, so the extra calls cost little.
 fn remove_orphan(store: std::sync::Arc<dyn common::object_store::ObjectStore>, key: String) {
     tokio::spawn(async move {
-        let mut wait = std::time::Duration::from_millis(250);
-        for _ in 0..8 {
+        let mut removed = false;
+        for wait in [0, 1, 2, 4, 8, 15] {
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
             match store.delete(&key).await {
-                Ok(()) => return,
+                Ok(()) => removed = true,
                 Err(e) => {
                     tracing::warn!(%key, error = %e, "could not remove an orphaned object yet")
                 }
             }
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(std::time::Duration::from_secs(8));
         }
-        tracing::error!(%key, "orphaned object: no row points at it and it could not be removed");
+        if !removed {
+            tracing::error!(%key, "orphaned object: no row points at it and it could not be removed");
+        }
     });
 }
