@@ -129,13 +129,26 @@ impl CanvasConfig {
         // Supabase's transaction pooler listens on 6543 and does not keep
         // prepared statements between transactions.
         let pooled_transactions = database_url.contains(":6543/");
+        // A Postgres server can be cut off like any part: waiting for it is
+        // bounded by the dependency timeout. An SQLite file cannot; waiting
+        // for its one writer is contention, and keeps the longer 5 s.
+        let is_network = !database_url.starts_with("sqlite:");
+        let database_wait = if is_network {
+            common::config::dependency_timeout(env)?
+        } else {
+            Duration::from_secs(5)
+        };
         let database = DatabaseSettings {
             statement_cache: env.flag(&["DATABASE_STATEMENT_CACHE"], !pooled_transactions)?,
             url: database_url,
             max_connections: positive(env, "DATABASE_MAX_CONNECTIONS", 10)?,
-            acquire_timeout: Duration::from_secs(
-                positive(env, "DATABASE_TIMEOUT_SECONDS", 5)?.into(),
-            ),
+            // The pool's acquire timeout, its connect included: the
+            // database's own override of the dependency timeout.
+            acquire_timeout: common::config::seconds_or(
+                env,
+                "DATABASE_TIMEOUT_SECONDS",
+                database_wait,
+            )?,
             run_migrations: env.flag(&["RUN_MIGRATIONS"], true)?,
         };
 

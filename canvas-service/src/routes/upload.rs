@@ -90,9 +90,18 @@ pub async fn upload(
     let image = inspect(&file, app.max_image_pixels).await?;
 
     let key = upload_key(session_id, &image.extension);
-    app.store
+    if let Err(e) = app
+        .store
         .put_file(&key, file.path(), image.kind.mime())
-        .await?;
+        .await
+    {
+        // A put that timed out or lost its connection may still have
+        // landed in the bucket; no row will ever point at it.
+        if matches!(e, common::object_store::StoreError::Unavailable(_)) {
+            remove_orphan(app.store.clone(), key);
+        }
+        return Err(e.into());
+    }
     let added = app
         .db
         .add_image(&NewImage {
@@ -109,9 +118,12 @@ pub async fn upload(
     let record = match added {
         Ok(Some(record)) => record,
         failed => {
-            // No row, so no one can see the object: remove it.
+            // No row, so no one can see the object: remove it now (the
+            // store is up: it just took the object), and keep trying in the
+            // background if that fails.
             if let Err(e) = app.store.delete(&key).await {
-                tracing::error!(%key, error = %e, "orphaned object after failed row insert");
+                tracing::warn!(%key, error = %e, "could not remove the object after a failed row insert; retrying");
+                remove_orphan(app.store.clone(), key);
             }
             return Err(match failed {
                 Ok(_) => ApiError::not_found("Session not found"),
@@ -120,4 +132,27 @@ pub async fn upload(
         }
     };
     Ok(Json(ImageOut::from_record(&app, record).await?))
+}
+
+/// Removes an object no row points at, in the background, several times
+/// over about half a minute — also after a delete succeeds: a put that timed
+/// out on our side may still be in flight (its bytes in a socket buffer
+/// somewhere) and land after the first delete. Deletes are idempotent, and
+/// failed uploads are rare, so the extra calls cost little.
+fn remove_orphan(store: std::sync::Arc<dyn common::object_store::ObjectStore>, key: String) {
+    tokio::spawn(async move {
+        let mut removed = false;
+        for wait in [0, 1, 2, 4, 8, 15] {
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            match store.delete(&key).await {
+                Ok(()) => removed = true,
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "could not remove an orphaned object yet")
+                }
+            }
+        }
+        if !removed {
+            tracing::error!(%key, "orphaned object: no row points at it and it could not be removed");
+        }
+    });
 }

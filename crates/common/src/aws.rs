@@ -19,6 +19,9 @@ pub struct AwsSettings {
     pub session_token: Option<String>,
     /// `AWS_ENDPOINT_URL`: every service at this address (moto, LocalStack).
     pub endpoint_url: Option<String>,
+    /// `DEPENDENCY_TIMEOUT_SECONDS`: the bound on one small call, retries
+    /// included (see [`call_timeouts`]).
+    pub dependency_timeout: Duration,
 }
 
 // Hand-written so that secrets never reach a log line through `{:?}`.
@@ -28,6 +31,7 @@ impl std::fmt::Debug for AwsSettings {
             .field("region", &self.region)
             .field("static_credentials", &self.access_key_id.is_some())
             .field("endpoint_url", &self.endpoint_url)
+            .field("dependency_timeout", &self.dependency_timeout)
             .finish()
     }
 }
@@ -55,6 +59,7 @@ impl AwsSettings {
             secret_access_key,
             session_token: env.string(&["AWS_SESSION_TOKEN"]),
             endpoint_url: env.string(&["AWS_ENDPOINT_URL"]),
+            dependency_timeout: crate::config::dependency_timeout(env)?,
         })
     }
 
@@ -66,23 +71,20 @@ impl AwsSettings {
             secret_access_key: Some("testing".to_owned()),
             session_token: None,
             endpoint_url: Some(endpoint_url.to_owned()),
+            dependency_timeout: crate::config::DEFAULT_DEPENDENCY_TIMEOUT,
         }
     }
 
     /// Builds the SDK configuration. Timeouts are short on purpose: when AWS
-    /// is unreachable a request should fail within seconds with 503, not hang.
-    /// Reads and writes of objects get no total deadline (a large upload
-    /// legitimately takes long) but a read timeout between bytes.
+    /// is unreachable a request should fail within the dependency timeout
+    /// with 503, not hang. Every call, retries included, is bounded by it;
+    /// the calls that legitimately take longer (an upload's body, a long
+    /// poll) override it per call.
     pub async fn sdk_config(&self) -> SdkConfig {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(self.region.clone()))
             .retry_config(RetryConfig::standard().with_max_attempts(3))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(3))
-                    .read_timeout(Duration::from_secs(20))
-                    .build(),
-            );
+            .timeout_config(call_timeouts(self.dependency_timeout));
         if let (Some(id), Some(secret)) = (&self.access_key_id, &self.secret_access_key) {
             loader = loader.credentials_provider(Credentials::new(
                 id,
@@ -108,15 +110,60 @@ impl AwsSettings {
     }
 }
 
-/// Timeouts for small request/response calls (DynamoDB, SQS): each attempt
-/// gets `attempt`, all retries together twice that plus a bit, so an
-/// endpoint that accepts connections and never answers fails the request
-/// within seconds instead of hanging on the read timeout three times.
-pub fn call_timeouts(attempt: Duration) -> TimeoutConfig {
+/// Timeouts for small request/response calls (DynamoDB, SQS, S3 heads and
+/// deletes): the whole operation, retries included, ends after `total`, so
+/// a part that refuses fails after a few quick retries and one that accepts
+/// connections and never answers fails after `total` — not after the read
+/// timeout three times over. Each attempt may use the whole budget: a
+/// retry only happens when an attempt failed early.
+pub fn call_timeouts(total: Duration) -> TimeoutConfig {
     TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .read_timeout(attempt)
-        .operation_attempt_timeout(attempt)
-        .operation_timeout(attempt * 2 + Duration::from_secs(2))
+        .connect_timeout(total)
+        .read_timeout(total)
+        .operation_attempt_timeout(total)
+        .operation_timeout(total)
         .build()
+}
+
+/// The slowest upload rate a PutObject is given time for, beyond the
+/// dependency timeout: 1 MiB/s.
+const SLOWEST_UPLOAD_BYTES_PER_SECOND: u64 = 1024 * 1024;
+
+/// Timeouts for a call that sends a body of `bytes`: the dependency timeout
+/// plus the time the body takes at 1 MiB/s. A small image fails as fast as
+/// any other call when S3 hangs; a 50 MB one gets its 50 s.
+pub fn upload_timeouts(dependency: Duration, bytes: u64) -> TimeoutConfig {
+    let sending = Duration::from_secs_f64(bytes as f64 / SLOWEST_UPLOAD_BYTES_PER_SECOND as f64);
+    let total = dependency + sending;
+    TimeoutConfig::builder()
+        .connect_timeout(dependency)
+        // Between bytes of the response; the request body is bounded by
+        // the operation timeout below.
+        .read_timeout(total)
+        .operation_attempt_timeout(total)
+        .operation_timeout(total)
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_call_ends_within_its_budget_retries_included() {
+        let quick = call_timeouts(Duration::from_secs(2));
+        assert_eq!(quick.operation_timeout(), Some(Duration::from_secs(2)));
+        assert_eq!(quick.connect_timeout(), Some(Duration::from_secs(2)));
+        let small = upload_timeouts(Duration::from_secs(2), 10_000);
+        assert!(small.operation_timeout().unwrap() < Duration::from_millis(2_010));
+        let large = upload_timeouts(Duration::from_secs(2), 50 * 1024 * 1024);
+        assert_eq!(large.operation_timeout(), Some(Duration::from_secs(52)));
+    }
+
+    #[test]
+    fn the_dependency_timeout_is_read_with_the_aws_settings() {
+        let env = Env::from_pairs([("DEPENDENCY_TIMEOUT_SECONDS", "1.5")]);
+        let settings = AwsSettings::from_env(&env).unwrap();
+        assert_eq!(settings.dependency_timeout, Duration::from_millis(1500));
+    }
 }

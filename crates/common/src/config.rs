@@ -143,6 +143,41 @@ impl Env {
     }
 }
 
+/// `DEPENDENCY_TIMEOUT_SECONDS` when unset: how long a request waits on a
+/// part (database, S3, SQS, DynamoDB, EC2) before answering 503.
+pub const DEFAULT_DEPENDENCY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `DEPENDENCY_TIMEOUT_SECONDS` (default 2, fractions allowed): the bound on
+/// one call to a part, retries included, so that a part that is down or
+/// hangs turns into a 503 within seconds instead of holding the request.
+/// Per-part settings (`DATABASE_TIMEOUT_SECONDS`) override it for their part.
+pub fn dependency_timeout(env: &Env) -> Result<std::time::Duration, ConfigError> {
+    seconds_or(
+        env,
+        "DEPENDENCY_TIMEOUT_SECONDS",
+        DEFAULT_DEPENDENCY_TIMEOUT,
+    )
+}
+
+/// A positive number of seconds (fractions allowed) under `name`, or
+/// `default` when unset.
+pub fn seconds_or(
+    env: &Env,
+    name: &'static str,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, ConfigError> {
+    match env.parse::<f64>(&[name])? {
+        None => Ok(default),
+        Some(s) if s.is_finite() && s > 0.0 && s < 86_400.0 => {
+            Ok(std::time::Duration::from_secs_f64(s))
+        }
+        Some(s) => Err(ConfigError::new(
+            name,
+            format!("{s} is not a number of seconds greater than 0"),
+        )),
+    }
+}
+
 /// Settings of the HTTP front door that both services share.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -297,6 +332,27 @@ mod tests {
                 let err = RequestDeadlines::from_env(&Env::from_pairs([(name, bad)])).unwrap_err();
                 assert_eq!(err.variable, name);
             }
+        }
+    }
+
+    #[test]
+    fn dependency_timeout_defaults_to_two_seconds_and_takes_fractions() {
+        use std::time::Duration;
+        assert_eq!(
+            dependency_timeout(&Env::default()).unwrap(),
+            Duration::from_secs(2)
+        );
+        let env = Env::from_pairs([("DEPENDENCY_TIMEOUT_SECONDS", "0.5")]);
+        assert_eq!(
+            dependency_timeout(&env).unwrap(),
+            Duration::from_millis(500)
+        );
+        for bad in ["0", "-1", "soon", "inf"] {
+            let env = Env::from_pairs([("DEPENDENCY_TIMEOUT_SECONDS", bad)]);
+            assert_eq!(
+                dependency_timeout(&env).unwrap_err().variable,
+                "DEPENDENCY_TIMEOUT_SECONDS"
+            );
         }
     }
 

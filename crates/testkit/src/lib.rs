@@ -7,6 +7,9 @@
 //! Tests panic freely here: a broken fixture is a failed test.
 
 pub mod auth;
+pub mod fault_proxy;
+
+pub use fault_proxy::FaultProxy;
 
 use std::time::Duration;
 

@@ -20,13 +20,14 @@ pub struct SqsQueue {
     max_receive_count: Option<u32>,
 }
 
-/// An SQS client whose calls fail within seconds when SQS does not answer;
-/// an attempt may last longer than the longest receive wait (10 s).
+/// An SQS client whose calls fail within the dependency timeout
+/// (`DEPENDENCY_TIMEOUT_SECONDS`) when SQS does not answer; a long poll
+/// gets its wait on top (see `receive_from`).
 pub async fn client(aws: &common::aws::AwsSettings) -> Client {
     let sdk = aws.sdk_config().await;
     Client::from_conf(
         aws_sdk_sqs::config::Builder::from(&sdk)
-            .timeout_config(common::aws::call_timeouts(Duration::from_secs(14)))
+            .timeout_config(common::aws::call_timeouts(aws.dependency_timeout))
             .build(),
     )
 }
@@ -122,6 +123,13 @@ impl SqsQueue {
             .wait_time_seconds(i32::try_from(wait.as_secs().min(10)).unwrap_or(10))
             .visibility_timeout(seconds(visibility))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            // A long poll legitimately waits up to 10 s for a message: its
+            // deadline is the wait plus a margin, not the dependency timeout.
+            .customize()
+            .config_override(
+                aws_sdk_sqs::config::Builder::default()
+                    .timeout_config(common::aws::call_timeouts(Duration::from_secs(14))),
+            )
             .send()
             .await
             .map_err(classify)?;
@@ -192,16 +200,11 @@ fn count(
 #[async_trait::async_trait]
 impl JobQueue for SqsQueue {
     async fn send(&self, body: &str) -> Result<(), QueueError> {
-        // On the submit path: a short deadline, so a client waits seconds.
+        // On the submit path: the client's dependency timeout bounds it.
         self.client
             .send_message()
             .queue_url(&self.url)
             .message_body(body)
-            .customize()
-            .config_override(
-                aws_sdk_sqs::config::Builder::default()
-                    .timeout_config(common::aws::call_timeouts(Duration::from_secs(4))),
-            )
             .send()
             .await
             .map_err(classify)?;

@@ -33,9 +33,7 @@ impl DynamoTaskStore {
     pub async fn new(aws: &common::aws::AwsSettings, table: &str) -> Self {
         let sdk = aws.sdk_config().await;
         let config = aws_sdk_dynamodb::config::Builder::from(&sdk)
-            .timeout_config(common::aws::call_timeouts(std::time::Duration::from_secs(
-                4,
-            )))
+            .timeout_config(common::aws::call_timeouts(aws.dependency_timeout))
             .build();
         Self {
             client: Client::from_conf(config),

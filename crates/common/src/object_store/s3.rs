@@ -34,6 +34,7 @@ pub struct S3Store {
     bucket: String,
     urls: PublicUrls,
     spool: PathBuf,
+    dependency_timeout: Duration,
 }
 
 impl S3Store {
@@ -58,6 +59,7 @@ impl S3Store {
             bucket: bucket.to_owned(),
             urls,
             spool,
+            dependency_timeout: aws.dependency_timeout,
         })
     }
 
@@ -70,11 +72,13 @@ impl S3Store {
     }
 }
 
-/// Small calls (head, delete) get a short deadline, so a hanging S3 makes
-/// a request fail within seconds; object bodies keep the client's timeouts.
-fn quick() -> aws_sdk_s3::config::Builder {
+/// An upload's deadline: the dependency timeout plus the body's time at a
+/// slow rate (`common::aws::upload_timeouts`), so a hanging S3 fails a small
+/// upload as fast as any call while a large one still gets its time. Small
+/// calls (head, delete) keep the client's dependency timeout.
+fn uploading(dependency: Duration, bytes: u64) -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::default()
-        .timeout_config(crate::aws::call_timeouts(Duration::from_secs(5)))
+        .timeout_config(crate::aws::upload_timeouts(dependency, bytes))
 }
 
 /// Sorts SDK failures into "retry later" (network, timeouts, 5xx, throttling)
@@ -119,12 +123,15 @@ impl ObjectStore for S3Store {
         let body = ByteStream::from_path(path)
             .await
             .map_err(|e| StoreError::Other(format!("read spooled {key}: {e}")))?;
+        let bytes = body.size_hint().0;
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
             .body(body)
+            .customize()
+            .config_override(uploading(self.dependency_timeout, bytes))
             .send()
             .await
             .map_err(|e| classify("put", key, e))?;
@@ -137,12 +144,15 @@ impl ObjectStore for S3Store {
         bytes: Bytes,
         content_type: &str,
     ) -> Result<(), StoreError> {
+        let size = bytes.len() as u64;
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
             .body(ByteStream::from(bytes))
+            .customize()
+            .config_override(uploading(self.dependency_timeout, size))
             .send()
             .await
             .map_err(|e| classify("put", key, e))?;
@@ -155,8 +165,6 @@ impl ObjectStore for S3Store {
             .head_object()
             .bucket(&self.bucket)
             .key(key)
-            .customize()
-            .config_override(quick())
             .send()
             .await
         {
@@ -171,8 +179,6 @@ impl ObjectStore for S3Store {
             .delete_object()
             .bucket(&self.bucket)
             .key(key)
-            .customize()
-            .config_override(quick())
             .send()
             .await
             .map_err(|e| classify("delete", key, e))?;
@@ -202,8 +208,6 @@ impl ObjectStore for S3Store {
         self.client
             .head_bucket()
             .bucket(&self.bucket)
-            .customize()
-            .config_override(quick())
             .send()
             .await
             .map_err(|e| match classify("head bucket", &self.bucket, e) {
