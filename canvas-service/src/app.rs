@@ -33,9 +33,15 @@ pub struct App {
     pub auth: Arc<Authenticator>,
 }
 
-/// A readiness check slower than this is `unavailable` (slower than half
-/// of it, `slow`).
-const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// A readiness check is `unavailable` past the longest bound of its parts
+/// and a second (their own bounded errors show first), `slow` past half.
+fn ready_timeout(config: &CanvasConfig) -> std::time::Duration {
+    let objects = match &config.storage {
+        StorageSettings::S3 { aws, .. } => aws.dependency_timeout,
+        StorageSettings::Local { .. } => std::time::Duration::ZERO,
+    };
+    config.database.acquire_timeout.max(objects) + std::time::Duration::from_secs(1)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -115,7 +121,7 @@ impl App {
                         },
                     },
                 ],
-                READY_TIMEOUT,
+                ready_timeout(config),
             ),
             uploads_rate: RateLimit::new("uploads", config.uploads_rate),
             sessions_rate: RateLimit::new("new sessions", config.sessions_rate),

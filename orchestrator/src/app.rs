@@ -14,10 +14,13 @@ use common::{
 };
 
 use crate::{
-    config::{AdmissionSettings, OrchestratorConfig, QueueSettings, TaskStoreSettings},
+    config::{OrchestratorConfig, QueueSettings, TaskStoreSettings},
     jobs::watch::JobWatcher,
     jobs::{QueueName, kinds::gpu_job_types},
-    jobs::{admission::Backlog, image_urls::ImageUrlPolicy},
+    jobs::{
+        admission::{AdmissionSettings, Backlog},
+        image_urls::ImageUrlPolicy,
+    },
     queue::{EmbeddedQueue, JobQueue, SqsQueue},
     tasks::{DynamoTaskStore, SqliteTaskStore, TaskStore},
 };
@@ -56,9 +59,11 @@ pub struct App {
     pub readiness: Readiness,
 }
 
-/// A readiness check slower than this is `unavailable` (slower than half
-/// of it, `slow`).
-const READY_TIMEOUT: Duration = Duration::from_secs(3);
+/// A readiness check is `unavailable` past the dependency timeout and a
+/// second (the part's own bounded error shows first), `slow` past half.
+fn ready_timeout(config: &OrchestratorConfig) -> Duration {
+    config.aws.dependency_timeout + Duration::from_secs(1)
+}
 
 fn queue_check(queue: &Arc<dyn JobQueue>) -> common::readiness::Check {
     let queue = queue.clone();
@@ -294,7 +299,7 @@ impl App {
                         check: queue_check(&cpu_queue),
                     },
                 ],
-                READY_TIMEOUT,
+                ready_timeout(config),
             ),
             auth,
         })

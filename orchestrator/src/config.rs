@@ -12,11 +12,10 @@ use common::{
     auth::AuthSettings,
     aws::AwsSettings,
     config::{ConfigError, Env, HttpSettings},
-    rate_limit::LimitSettings,
     telemetry::LogFormat,
 };
 
-use crate::jobs::image_urls::ImageUrlPolicy;
+use crate::jobs::{admission::AdmissionSettings, image_urls::ImageUrlPolicy};
 
 pub const DEFAULT_PORT: u16 = 8080;
 
@@ -54,50 +53,6 @@ pub struct OrchestratorConfig {
     pub admission: AdmissionSettings,
     /// `AUTH_MODE` and the Supabase project that signs access tokens.
     pub auth: AuthSettings,
-}
-
-/// What one client may submit, and how much work may wait (see the
-/// README's Security section for why the defaults are what they are).
-#[derive(Debug, Clone)]
-pub struct AdmissionSettings {
-    /// `RATE_LIMIT_JOBS_PER_MINUTE` (0 = off) and `RATE_LIMIT_JOBS_BURST`.
-    pub jobs_rate: LimitSettings,
-    /// `MAX_GPU_BACKLOG` / `MAX_CPU_BACKLOG`: messages waiting or running on
-    /// a queue past which submits to it are refused (0 = no cap).
-    pub max_gpu_backlog: u64,
-    pub max_cpu_backlog: u64,
-    /// `DAILY_JOB_QUOTA`: jobs per client per UTC day, shared by every
-    /// orchestrator on the task store (0 = unlimited).
-    pub daily_job_quota: u64,
-    /// `QUEUE_DEPTH_POLL_SECONDS`: how often the cached queue depths behind
-    /// the backlog caps (and the depth metrics) are refreshed.
-    pub queue_depth_interval: Duration,
-}
-
-pub const DEFAULT_JOBS_RATE: LimitSettings = LimitSettings {
-    per_minute: 60,
-    burst: 20,
-};
-
-impl AdmissionSettings {
-    fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            jobs_rate: LimitSettings::from_env(
-                env,
-                "RATE_LIMIT_JOBS_PER_MINUTE",
-                "RATE_LIMIT_JOBS_BURST",
-                DEFAULT_JOBS_RATE,
-            )?,
-            max_gpu_backlog: env.parse_or(&["MAX_GPU_BACKLOG"], 100)?,
-            max_cpu_backlog: env.parse_or(&["MAX_CPU_BACKLOG"], 500)?,
-            daily_job_quota: env.parse_or(&["DAILY_JOB_QUOTA"], 500)?,
-            queue_depth_interval: Duration::from_secs(positive(
-                env,
-                "QUEUE_DEPTH_POLL_SECONDS",
-                5,
-            )?),
-        })
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -207,7 +162,10 @@ impl OrchestratorConfig {
             worker_poll: Duration::from_millis(positive(env, "WORKER_POLL_MILLIS", 500)?),
             aws: AwsSettings::from_env(env)?,
             image_urls: ImageUrlPolicy::from_env(env)?,
-            admission: AdmissionSettings::from_env(env)?,
+            admission: AdmissionSettings::from_env(
+                env,
+                positive(env, "QUEUE_DEPTH_POLL_SECONDS", 5)?,
+            )?,
             auth: AuthSettings::from_env(env)?,
         })
     }

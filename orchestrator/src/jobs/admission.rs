@@ -5,22 +5,68 @@
 //! path: the backlog is read from a gauge the depth sweep keeps fresh, and
 //! the quota is one conditional write to the task store.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
-use common::{ApiError, rate_limit::ClientKey};
+use common::{
+    ApiError,
+    config::{ConfigError, Env},
+    rate_limit::{ClientKey, LimitSettings},
+};
 use sha2::{Digest, Sha256};
 
 use super::QueueName;
-use crate::{
-    config::AdmissionSettings,
-    tasks::{QuotaCount, TaskStore},
-};
+use crate::tasks::{QuotaCount, TaskStore};
 
 /// Seconds a client refused for backlog is told to wait: long enough for a
 /// GPU job or two to finish.
 const BACKLOG_RETRY_SECONDS: u64 = 30;
 
 const DAY: i64 = 24 * 3600;
+
+/// What one client may submit, and how much work may wait (see the
+/// README's Security section for why the defaults are what they are).
+#[derive(Debug, Clone)]
+pub struct AdmissionSettings {
+    /// `RATE_LIMIT_JOBS_PER_MINUTE` (0 = off) and `RATE_LIMIT_JOBS_BURST`.
+    pub jobs_rate: LimitSettings,
+    /// `MAX_GPU_BACKLOG` / `MAX_CPU_BACKLOG`: messages waiting or running on
+    /// a queue past which submits to it are refused (0 = no cap).
+    pub max_gpu_backlog: u64,
+    pub max_cpu_backlog: u64,
+    /// `DAILY_JOB_QUOTA`: jobs per client per UTC day, shared by every
+    /// orchestrator on the task store (0 = unlimited).
+    pub daily_job_quota: u64,
+    /// `QUEUE_DEPTH_POLL_SECONDS`: how often the cached queue depths behind
+    /// the backlog caps (and the depth metrics) are refreshed.
+    pub queue_depth_interval: Duration,
+}
+
+pub const DEFAULT_JOBS_RATE: LimitSettings = LimitSettings {
+    per_minute: 60,
+    burst: 20,
+};
+
+impl AdmissionSettings {
+    /// `queue_depth_poll_seconds`: read by the caller with the other
+    /// positive settings.
+    pub fn from_env(env: &Env, queue_depth_poll_seconds: u64) -> Result<Self, ConfigError> {
+        Ok(Self {
+            jobs_rate: LimitSettings::from_env(
+                env,
+                "RATE_LIMIT_JOBS_PER_MINUTE",
+                "RATE_LIMIT_JOBS_BURST",
+                DEFAULT_JOBS_RATE,
+            )?,
+            max_gpu_backlog: env.parse_or(&["MAX_GPU_BACKLOG"], 100)?,
+            max_cpu_backlog: env.parse_or(&["MAX_CPU_BACKLOG"], 500)?,
+            daily_job_quota: env.parse_or(&["DAILY_JOB_QUOTA"], 500)?,
+            queue_depth_interval: Duration::from_secs(queue_depth_poll_seconds),
+        })
+    }
+}
 
 /// The last known depth (visible + in flight) of each queue, plus the jobs
 /// accepted since it was read, so a burst between two reads is counted too.
