@@ -6,7 +6,7 @@ use common::{
     auth::{AuthError, AuthMode, Authenticator},
     object_store::{LocalStore, ObjectStore, S3Store},
     rate_limit::RateLimit,
-    readiness::{Part, Readiness},
+    readiness::{Part, Readiness, check},
 };
 
 use crate::{
@@ -101,9 +101,9 @@ impl App {
                         key: "database",
                         check: {
                             let db = db.clone();
-                            Box::new(move || {
+                            check(move || {
                                 let db = db.clone();
-                                Box::pin(async move { db.ping().await.map_err(|e| e.to_string()) })
+                                async move { db.ping().await }
                             })
                         },
                     },
@@ -112,11 +112,9 @@ impl App {
                         key: "object_store",
                         check: {
                             let store = store.clone();
-                            Box::new(move || {
+                            check(move || {
                                 let store = store.clone();
-                                Box::pin(
-                                    async move { store.check().await.map_err(|e| e.to_string()) },
-                                )
+                                async move { store.check().await }
                             })
                         },
                     },

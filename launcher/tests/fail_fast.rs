@@ -44,14 +44,6 @@ fn run(env: &[(&str, String)]) -> Output {
     run_within(Duration::from_secs(30), env)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn a_taken_port_stops_both_and_names_service_and_address() {
     for (taken_by, other) in [
@@ -60,7 +52,7 @@ fn a_taken_port_stops_both_and_names_service_and_address() {
     ] {
         let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let taken = holder.local_addr().unwrap().port();
-        let free = free_port();
+        let free = testkit::free_port();
         let output = run(&[(taken_by, taken.to_string()), (other, free.to_string())]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{taken_by}: {stderr}");
@@ -86,8 +78,8 @@ fn a_taken_port_stops_both_and_names_service_and_address() {
 #[test]
 fn a_bad_setting_names_the_service_and_the_variable() {
     let output = run(&[
-        ("CANVAS_PORT", free_port().to_string()),
-        ("ORCHESTRATOR_PORT", free_port().to_string()),
+        ("CANVAS_PORT", testkit::free_port().to_string()),
+        ("ORCHESTRATOR_PORT", testkit::free_port().to_string()),
         ("MAX_GPU_BACKLOG", "lots".to_owned()),
     ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -101,12 +93,12 @@ fn an_unreachable_database_at_start_up_stops_both() {
     // A port nothing listens on: the canvas cannot reach its database. It
     // retries its migrations for about half a minute first (a task often
     // starts before its database is reachable), then gives up.
-    let dead = free_port();
-    let orchestrator = free_port();
+    let dead = testkit::free_port();
+    let orchestrator = testkit::free_port();
     let output = run_within(
         Duration::from_secs(120),
         &[
-            ("CANVAS_PORT", free_port().to_string()),
+            ("CANVAS_PORT", testkit::free_port().to_string()),
             ("ORCHESTRATOR_PORT", orchestrator.to_string()),
             (
                 "DATABASE_URL",

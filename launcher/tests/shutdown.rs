@@ -15,14 +15,6 @@ use std::{
 
 use futures_util::StreamExt;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A 1×1 PNG.
 const PNG: &[u8] = &[
     0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0x00, 0x00, 0x00, 0x0D, 0x49, 0x48, 0x44, 0x52,
@@ -42,7 +34,7 @@ struct Tally {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_fails_no_request_accepted_before_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (canvas_port, jobs_port) = (free_port(), free_port());
+    let (canvas_port, jobs_port) = (testkit::free_port(), testkit::free_port());
     let canvas = format!("http://127.0.0.1:{canvas_port}");
     let jobs = format!("http://127.0.0.1:{jobs_port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_canvas-backend"))

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use common::{
     rate_limit::RateLimit,
-    readiness::{Part, Readiness},
+    readiness::{Part, Readiness, check},
 };
 
 use crate::{
@@ -67,9 +67,9 @@ fn ready_timeout(config: &OrchestratorConfig) -> Duration {
 
 fn queue_check(queue: &Arc<dyn JobQueue>) -> common::readiness::Check {
     let queue = queue.clone();
-    Box::new(move || {
+    check(move || {
         let queue = queue.clone();
-        Box::pin(async move { queue.ping().await.map_err(|e| e.to_string()) })
+        async move { queue.ping().await }
     })
 }
 
@@ -280,11 +280,9 @@ impl App {
                         key: "task_store",
                         check: {
                             let tasks = tasks.clone();
-                            Box::new(move || {
+                            check(move || {
                                 let tasks = tasks.clone();
-                                Box::pin(
-                                    async move { tasks.ping().await.map_err(|e| e.to_string()) },
-                                )
+                                async move { tasks.ping().await }
                             })
                         },
                     },

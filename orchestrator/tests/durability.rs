@@ -13,14 +13,6 @@ use std::{
 
 use sqlx::{Connection, Row};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start(data_dir: &std::path::Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_orchestrator"))
         .current_dir(data_dir)
@@ -57,7 +49,7 @@ async fn wait_healthy(http: &reqwest::Client, base: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_answered_202_survive_a_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = testkit::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let mut child = start(dir.path(), port);

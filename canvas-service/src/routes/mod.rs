@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::{Json, Router, extract::DefaultBodyLimit, http::Method, middleware, routing::get};
 pub use common::extract::ApiJson;
-use common::rate_limit::{LimitSettings, RateLimit, limit};
+use common::rate_limit::{RateLimit, limit};
 use common::{ApiError, auth::BearerSecurity, caller::Caller, config::HttpSettings};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
@@ -79,13 +79,9 @@ fn api(upload_limit: usize, limits: Limits) -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of every endpoint, as served at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let off = LimitSettings {
-        per_minute: 0,
-        burst: 0,
-    };
     let limits = Limits {
-        uploads: RateLimit::new("uploads", off),
-        sessions: RateLimit::new("new sessions", off),
+        uploads: RateLimit::off("uploads"),
+        sessions: RateLimit::off("new sessions"),
     };
     api(0, limits).split_for_parts().1
 }

@@ -109,6 +109,17 @@ impl RateLimit {
         })
     }
 
+    /// A limit that never refuses (documents, benchmarks).
+    pub fn off(what: &'static str) -> Arc<Self> {
+        Self::new(
+            what,
+            LimitSettings {
+                per_minute: 0,
+                burst: 0,
+            },
+        )
+    }
+
     pub fn settings(&self) -> LimitSettings {
         self.settings
     }
@@ -306,13 +317,7 @@ mod tests {
         // Another client has its own bucket.
         limit.check(&ClientKey("ip:192.0.2.2".into())).unwrap();
         // Off means off.
-        let off = RateLimit::new(
-            "uploads",
-            LimitSettings {
-                per_minute: 0,
-                burst: 0,
-            },
-        );
+        let off = RateLimit::off("uploads");
         for _ in 0..100 {
             off.check(&client).unwrap();
         }

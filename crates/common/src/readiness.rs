@@ -19,6 +19,20 @@ use serde_json::{Map, Value, json};
 /// One readiness check: `Ok` when the part answers.
 pub type Check = Box<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
+/// A check from an async function, e.g.
+/// `check(move || { let db = db.clone(); async move { db.ping().await } })`.
+pub fn check<F, Fut, E>(f: F) -> Check
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    Box::new(move || {
+        let fut = f();
+        Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+    })
+}
+
 /// A part as `/ready` names it.
 pub struct Part {
     /// In the `detail`: "database", "GPU queue", …

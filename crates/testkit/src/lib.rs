@@ -143,6 +143,14 @@ pub async fn create_bucket() -> String {
 
 /// A queue with its dead-letter queue and a redrive policy after
 /// `max_receives`, as production has; (queue URL, DLQ URL).
+/// A loopback port that was free a moment ago, for a child process to bind.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 /// Delays every message sent to `queue_url` by `seconds` (SQS `DelaySeconds`):
 /// a test that must watch a job while it is still `pending` gets that long
 /// before a worker can take it.

@@ -59,7 +59,7 @@ pub async fn submit_handler<T: JobRequest>(
     let key = idempotency_key(&headers)?;
     // The rate-limit layer names the client; without it (a router driven
     // directly) every caller is one client.
-    let client = client.map_or_else(|| ClientKey("ip:unknown".to_owned()), |c| c.0);
+    let client = client.map_or_else(|| ClientKey::of(None, None), |c| c.0);
     // Its own task: a client that gives up mid-submit drops this handler,
     // not the writes — a record once written always gets its message (or
     // ends `failed`), whatever the connection does.
