@@ -1,6 +1,8 @@
 //! The loops that keep jobs from getting stuck, safe with several
 //! orchestrators running: every write they make is conditional.
 //! - dead letters: a job whose message gave up is marked `failed`;
+//! - settle: a job whose submit never confirmed its message is marked
+//!   `failed` (see `jobs::settle`);
 //! - reaper: a job left `processing` with no update for `JOB_TIMEOUT_MINUTES`
 //!   is marked `failed`;
 //! - queue depths for `/metrics` and the backlog caps.
@@ -9,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     App,
-    jobs::{JobStatus, QueueName},
+    jobs::{JobStatus, QueueName, settle},
     queue::QueueMessage,
     tasks::{StatusChange, Transition},
     telemetry,
@@ -20,6 +22,11 @@ pub fn spawn(app: Arc<App>) {
     tokio::spawn(every(app.clone(), interval, |app| async move {
         if let Err(e) = drain_dead_letters(&app).await {
             tracing::warn!(error = %e, "dead-letter drain failed; will retry");
+        }
+    }));
+    tokio::spawn(every(app.clone(), interval, |app| async move {
+        if let Err(e) = settle::sweep_unqueued(app.tasks.as_ref()).await {
+            tracing::warn!(error = %e, "settle sweep failed; will retry");
         }
     }));
     tokio::spawn(every(app.clone(), interval, |app| async move {

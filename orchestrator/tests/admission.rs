@@ -204,6 +204,7 @@ async fn the_worker_dead_letters_urls_it_must_not_fetch(builder: TestAppBuilder)
             queue: "cpu".into(),
             now: 1_700_000_000,
             owner_id: None,
+            awaiting_queue: false,
         })
         .await
         .unwrap();

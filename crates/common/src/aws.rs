@@ -19,6 +19,9 @@ pub struct AwsSettings {
     pub session_token: Option<String>,
     /// `AWS_ENDPOINT_URL`: every service at this address (moto, LocalStack).
     pub endpoint_url: Option<String>,
+    /// `AWS_ENDPOINT_URL_<SERVICE>` (the SDKs' standard names): one service
+    /// elsewhere, over `endpoint_url` — e.g. each behind its own fault proxy.
+    pub service_endpoints: Vec<(AwsService, String)>,
     /// `DEPENDENCY_TIMEOUT_SECONDS`: the bound on one small call, retries
     /// included (see [`call_timeouts`]).
     pub dependency_timeout: Duration,
@@ -31,6 +34,7 @@ impl std::fmt::Debug for AwsSettings {
             .field("region", &self.region)
             .field("static_credentials", &self.access_key_id.is_some())
             .field("endpoint_url", &self.endpoint_url)
+            .field("service_endpoints", &self.service_endpoints)
             .field("dependency_timeout", &self.dependency_timeout)
             .finish()
     }
@@ -59,6 +63,13 @@ impl AwsSettings {
             secret_access_key,
             session_token: env.string(&["AWS_SESSION_TOKEN"]),
             endpoint_url: env.string(&["AWS_ENDPOINT_URL"]),
+            service_endpoints: AwsService::ALL
+                .into_iter()
+                .filter_map(|service| {
+                    env.string(&[service.endpoint_variable()])
+                        .map(|url| (service, url))
+                })
+                .collect(),
             dependency_timeout: crate::config::dependency_timeout(env)?,
         })
     }
@@ -71,6 +82,7 @@ impl AwsSettings {
             secret_access_key: Some("testing".to_owned()),
             session_token: None,
             endpoint_url: Some(endpoint_url.to_owned()),
+            service_endpoints: Vec::new(),
             dependency_timeout: crate::config::DEFAULT_DEPENDENCY_TIMEOUT,
         }
     }
@@ -81,6 +93,22 @@ impl AwsSettings {
     /// the calls that legitimately take longer (an upload's body, a long
     /// poll) override it per call.
     pub async fn sdk_config(&self) -> SdkConfig {
+        self.load(self.endpoint_url.as_deref()).await
+    }
+
+    /// [`Self::sdk_config`] for one service: its own endpoint when
+    /// `AWS_ENDPOINT_URL_<SERVICE>` names one.
+    pub async fn sdk_config_for(&self, service: AwsService) -> SdkConfig {
+        let endpoint = self
+            .service_endpoints
+            .iter()
+            .find(|(s, _)| *s == service)
+            .map(|(_, url)| url.as_str())
+            .or(self.endpoint_url.as_deref());
+        self.load(endpoint).await
+    }
+
+    async fn load(&self, endpoint_url: Option<&str>) -> SdkConfig {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(self.region.clone()))
             .retry_config(RetryConfig::standard().with_max_attempts(3))
@@ -94,11 +122,11 @@ impl AwsSettings {
                 "environment",
             ));
         }
-        if let Some(url) = &self.endpoint_url {
+        if let Some(url) = endpoint_url {
             loader = loader.endpoint_url(url);
         }
         let sdk = loader.load().await;
-        if self.endpoint_url.is_some() {
+        if endpoint_url.is_some() {
             return sdk;
         }
         // The SDK reads AWS_ENDPOINT_URL itself, and a blank one (compose
@@ -107,6 +135,29 @@ impl AwsSettings {
         let mut builder = sdk.into_builder();
         builder.set_endpoint_url(None);
         builder.build()
+    }
+}
+
+/// The AWS services the backend calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsService {
+    S3,
+    Sqs,
+    DynamoDb,
+    Ec2,
+}
+
+impl AwsService {
+    pub const ALL: [AwsService; 4] = [Self::S3, Self::Sqs, Self::DynamoDb, Self::Ec2];
+
+    /// The SDKs' standard variable for this service's endpoint.
+    pub fn endpoint_variable(self) -> &'static str {
+        match self {
+            Self::S3 => "AWS_ENDPOINT_URL_S3",
+            Self::Sqs => "AWS_ENDPOINT_URL_SQS",
+            Self::DynamoDb => "AWS_ENDPOINT_URL_DYNAMODB",
+            Self::Ec2 => "AWS_ENDPOINT_URL_EC2",
+        }
     }
 }
 

@@ -39,7 +39,7 @@ impl Ec2GpuHost {
     /// A host for `instance_id`, reached with the deployment's AWS settings
     /// (an emulator when `AWS_ENDPOINT_URL` is set). Makes no request.
     pub async fn new(aws: &common::aws::AwsSettings, instance_id: &str) -> Self {
-        let config = aws.sdk_config().await;
+        let config = aws.sdk_config_for(common::aws::AwsService::Ec2).await;
         Self {
             client: aws_sdk_ec2::Client::new(&config),
             instance_id: instance_id.to_owned(),

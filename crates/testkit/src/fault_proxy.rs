@@ -55,6 +55,10 @@ struct Shared {
     /// A cut that lands once `sent_up` reaches the count: a fault in the
     /// middle of a request, at an exact point rather than after a sleep.
     trigger: Mutex<Option<(u64, Mode)>>,
+    /// A blackhole that lands on the first byte beyond the count, holding
+    /// that byte and what follows until restored: a cut *between* two
+    /// requests, after the first one's answer came back.
+    hold_from: Mutex<Option<u64>>,
 }
 
 impl Shared {
@@ -71,6 +75,27 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// How many of the next `bytes` may go upstream before a `hold_from`
+    /// point; reaching it turns the proxy silent.
+    fn passable(&self, bytes: usize) -> usize {
+        let Ok(mut hold) = self.hold_from.lock() else {
+            return bytes;
+        };
+        let Some(at) = *hold else {
+            return bytes;
+        };
+        let sent = self.sent_up.load(Ordering::SeqCst);
+        let room = at.saturating_sub(sent);
+        if (bytes as u64) <= room {
+            return bytes;
+        }
+        *hold = None;
+        self.mode.send_replace(Mode::Blackhole);
+        usize::try_from(room).unwrap_or(bytes)
+    }
+}
+
 impl FaultProxy {
     /// Listens on 127.0.0.1:0 and forwards every connection to `upstream`.
     pub async fn start(upstream: SocketAddr) -> FaultProxy {
@@ -83,6 +108,7 @@ impl FaultProxy {
             mode,
             sent_up: AtomicU64::new(0),
             trigger: Mutex::new(None),
+            hold_from: Mutex::new(None),
         });
         let connections: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let accept = tokio::spawn(accept_loop(
@@ -161,6 +187,15 @@ impl FaultProxy {
         self.arm(bytes, Mode::Blackhole);
     }
 
+    /// [`blackhole`](Self::blackhole) on the first byte beyond `bytes` more
+    /// from clients: everything up to it is forwarded (and answered), the
+    /// rest waits until restored. Cuts between one request and the next.
+    pub fn blackhole_from(&self, bytes: u64) {
+        if let Ok(mut hold) = self.shared.hold_from.lock() {
+            *hold = Some(self.shared.sent_up.load(Ordering::SeqCst) + bytes);
+        }
+    }
+
     /// Bytes forwarded from clients to the upstream so far.
     pub fn bytes_sent_upstream(&self) -> u64 {
         self.shared.sent_up.load(Ordering::SeqCst)
@@ -169,6 +204,9 @@ impl FaultProxy {
     fn set(&self, mode: Mode) {
         if let Ok(mut trigger) = self.shared.trigger.lock() {
             *trigger = None;
+        }
+        if let Ok(mut hold) = self.shared.hold_from.lock() {
+            *hold = None;
         }
         self.shared.mode.send_replace(mode);
     }
@@ -251,6 +289,8 @@ async fn forward(
     let mut from_client = vec![0u8; 16 * 1024];
     let mut from_server = vec![0u8; 16 * 1024];
     let (mut client_open, mut server_open) = (true, true);
+    // Bytes read from the client but held back by a `hold_from` point.
+    let mut held: Vec<u8> = Vec::new();
     while client_open || server_open {
         let current = *mode.borrow_and_update();
         match current {
@@ -263,6 +303,13 @@ async fn forward(
                 if mode.changed().await.is_err() {
                     return;
                 }
+            }
+            Mode::Forward if !held.is_empty() => {
+                if server.write_all(&held).await.is_err() {
+                    return reset(client);
+                }
+                shared.sent(held.len());
+                held.clear();
             }
             Mode::Forward => {
                 // Biased: a change of mode wins over bytes that are ready, so
@@ -280,10 +327,12 @@ async fn forward(
                             let _ = server.shutdown().await;
                         }
                         Ok(n) => {
-                            if server.write_all(&from_client[..n]).await.is_err() {
+                            let pass = shared.passable(n);
+                            if server.write_all(&from_client[..pass]).await.is_err() {
                                 return reset(client);
                             }
-                            shared.sent(n);
+                            shared.sent(pass);
+                            held.extend_from_slice(&from_client[pass..n]);
                         }
                         Err(_) => return reset(server),
                     },
@@ -445,6 +494,24 @@ mod tests {
         proxy.restore_networking();
         stream.read_exact(&mut back[got..]).await.unwrap();
         assert_eq!(&back, b"6789012345");
+    }
+
+    #[tokio::test]
+    async fn a_hold_point_lets_the_first_request_finish_and_holds_the_next() {
+        let proxy = FaultProxy::start(echo_server().await).await;
+        let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+        proxy.blackhole_from(5);
+        // Up to the point: forwarded and answered.
+        assert_eq!(round_trip(&mut stream, b"12345").await.unwrap(), b"12345");
+        // Beyond it: nothing goes up, nothing comes back.
+        stream.write_all(b"678").await.unwrap();
+        assert!(stays_silent(&mut stream).await);
+        assert_eq!(proxy.bytes_sent_upstream(), 5);
+        proxy.restore_networking();
+        let mut back = [0u8; 3];
+        stream.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"678");
+        assert_eq!(proxy.bytes_sent_upstream(), 8);
     }
 
     #[tokio::test]

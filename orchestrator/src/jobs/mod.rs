@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod image_urls;
 pub mod kinds;
+pub mod settle;
 pub mod status;
 pub mod submit;
 pub mod watch;

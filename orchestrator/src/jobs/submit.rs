@@ -1,10 +1,9 @@
 //! The submit path: validate → write the `pending` record → send the message
-//! → 202. If the message cannot be sent, the record is marked `failed` with
-//! the reason and the client gets 503, so no `pending` job is ever left
-//! without a message. Nothing else happens on the request path: the GPU
-//! controller is only nudged, it talks to EC2 on its own time.
-
-use std::time::Duration;
+//! → 202. A 202 means the job has its record and its message; a 5xx means it
+//! never runs and its record, if written, ends `failed` (see `settle` for
+//! how that holds when a call fails half-way). Nothing else happens on the
+//! request path: the GPU controller is only nudged, it talks to EC2 on its
+//! own time.
 
 use axum::{
     Extension, Json,
@@ -17,12 +16,12 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::{JobKind, JobRequest, JobStatus, QueueName, admission, image_urls::url_fields};
+use super::{JobKind, JobRequest, JobStatus, QueueName, admission, image_urls::url_fields, settle};
 use crate::{
     App,
     queue::IntakeError,
     routes::AppState,
-    tasks::{IdempotencyClaim, NewTask, StatusChange},
+    tasks::{IdempotencyClaim, NewTask, TaskStoreError, Transition},
     telemetry,
 };
 
@@ -212,7 +211,9 @@ pub async fn submit(
     Ok(pending(task_id))
 }
 
-/// The two writes: the `pending` record, then the message.
+/// The writes: in one transaction when the queue lives in the task store's
+/// file; else the record (awaiting its message), the message, the confirm —
+/// see `settle` for what each failure leaves and who finishes it.
 async fn accept(
     app: &App,
     kind: &'static JobKind,
@@ -221,13 +222,14 @@ async fn accept(
     now: i64,
     owner_id: Option<&str>,
 ) -> Result<(), ApiError> {
-    let task = NewTask {
+    let mut task = NewTask {
         task_id: task_id.to_owned(),
         job_type: kind.api_path.to_owned(),
         kind: kind.name.to_owned(),
         queue: kind.queue.as_str().to_owned(),
         now,
         owner_id: owner_id.map(str::to_owned),
+        awaiting_queue: false,
     };
     let body = message_body(kind, task_id, request_body);
     if let Some(one_file) = &app.one_file {
@@ -237,26 +239,52 @@ async fn accept(
             Err(IntakeError::Tasks(e)) => Err(e.into()),
             Err(IntakeError::Queue(e)) => {
                 tracing::error!(task_id, error = %e, "could not queue the job");
-                if let Err(e) = queue
-                    .record_refused(&task, "could not queue the job; submit it again")
-                    .await
-                {
+                if let Err(e) = queue.record_refused(&task, settle::NOT_QUEUED).await {
                     tracing::warn!(task_id, error = %e, "could not record the refused job");
                 }
                 Err(ApiError::unavailable("job queue", e))
             }
         };
     }
-    app.tasks.create(&task).await?;
+    task.awaiting_queue = true;
+    if let Err(e) = app.tasks.create(&task).await {
+        // A write that timed out may still have landed: settle it like a
+        // failed send (a record that was never written refuses the fail).
+        if matches!(e, TaskStoreError::Unavailable(_)) {
+            settle::fail_later(&app.tasks, &app.shutdown, task_id);
+        }
+        return Err(e.into());
+    }
     if let Err(send_error) = app.queue(kind.queue).send(&body).await {
         // The client sees the record's error: a fixed reason, the cause
         // (which may name accounts and roles) only in the log.
         tracing::error!(task_id, error = %send_error, "could not queue the job");
-        mark_failed_after_send_error(app, task_id, "could not queue the job; submit it again")
-            .await;
+        settle::fail(&app.tasks, &app.shutdown, task_id).await;
         return Err(ApiError::unavailable("job queue", send_error));
     }
-    Ok(())
+    match app.tasks.confirm_queued(task_id).await {
+        Ok(Transition::Applied) => Ok(()),
+        // Only the settle sweep fails a confirmed-later record, long after
+        // any submit ends; if it did, the job will not run: say so.
+        Ok(Transition::Refused { current }) => {
+            tracing::error!(
+                task_id,
+                ?current,
+                "queued job was settled before its confirm"
+            );
+            Err(ApiError::unavailable(
+                "task store",
+                "the job was settled before it could be confirmed",
+            ))
+        }
+        // The message is sent: the job is accepted, and runs once the
+        // confirm lands (or ends `failed` if it never can).
+        Err(e) => {
+            tracing::warn!(task_id, error = %e, "could not confirm the queued job; retrying in the background");
+            settle::confirm_later(&app.tasks, &app.shutdown, task_id);
+            Ok(())
+        }
+    }
 }
 
 fn pending(job_id: String) -> JobAccepted {
@@ -265,36 +293,5 @@ fn pending(job_id: String) -> JobAccepted {
         status: JobStatus::Pending.as_str().to_owned(),
         result_url: None,
         error: None,
-    }
-}
-
-/// The record exists but has no message: it must not stay `pending`. The
-/// store just answered, so a short retry covers a blip.
-async fn mark_failed_after_send_error(app: &App, task_id: &str, reason: &str) {
-    for attempt in 1..=3u32 {
-        let change = StatusChange {
-            to: JobStatus::Failed,
-            error_message: Some(reason.to_owned()),
-            attempts: None,
-            details: vec![],
-            now: crate::unix_now(),
-        };
-        match app
-            .tasks
-            .transition(task_id, &[JobStatus::Pending], &change)
-            .await
-        {
-            Ok(_) => {
-                telemetry::status_changed("pending", "failed");
-                return;
-            }
-            Err(e) if attempt < 3 => {
-                tracing::warn!(task_id, error = %e, attempt, "could not mark unqueued job failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-            }
-            Err(e) => {
-                tracing::error!(task_id, error = %e, "unqueued job left pending; the reaper cannot see it");
-            }
-        }
     }
 }

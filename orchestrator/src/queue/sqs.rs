@@ -24,7 +24,7 @@ pub struct SqsQueue {
 /// (`DEPENDENCY_TIMEOUT_SECONDS`) when SQS does not answer; a long poll
 /// gets its wait on top (see `receive_from`).
 pub async fn client(aws: &common::aws::AwsSettings) -> Client {
-    let sdk = aws.sdk_config().await;
+    let sdk = aws.sdk_config_for(common::aws::AwsService::Sqs).await;
     Client::from_conf(
         aws_sdk_sqs::config::Builder::from(&sdk)
             .timeout_config(common::aws::call_timeouts(aws.dependency_timeout))

@@ -22,6 +22,10 @@ use crate::jobs::JobStatus;
 
 pub const STATUS_INDEX: &str = "status-created_at-index";
 
+/// Present (`true`) on an item whose queue message is not yet known to be
+/// sent; removed when the submit confirms it. Old adapters never read it.
+const AWAITING_QUEUE: &str = "awaiting_queue";
+
 type Item = HashMap<String, AttributeValue>;
 
 pub struct DynamoTaskStore {
@@ -31,7 +35,7 @@ pub struct DynamoTaskStore {
 
 impl DynamoTaskStore {
     pub async fn new(aws: &common::aws::AwsSettings, table: &str) -> Self {
-        let sdk = aws.sdk_config().await;
+        let sdk = aws.sdk_config_for(common::aws::AwsService::DynamoDb).await;
         let config = aws_sdk_dynamodb::config::Builder::from(&sdk)
             .timeout_config(common::aws::call_timeouts(aws.dependency_timeout))
             .build();
@@ -167,6 +171,7 @@ fn record(item: &Item) -> TaskRecord {
         comfy_job_id: string(item, "comfy_job_id"),
         api_job_id: string(item, "api_job_id"),
         owner_id: string(item, "owner_id"),
+        awaiting_queue: matches!(item.get(AWAITING_QUEUE), Some(AttributeValue::Bool(true))),
     }
 }
 
@@ -219,6 +224,9 @@ impl TaskStore for DynamoTaskStore {
         // never read it.
         if let Some(owner) = &task.owner_id {
             put = put.item("owner_id", s(owner));
+        }
+        if task.awaiting_queue {
+            put = put.item(AWAITING_QUEUE, AttributeValue::Bool(true));
         }
         let result = put
             .condition_expression("attribute_not_exists(task_id)")
@@ -389,6 +397,94 @@ impl TaskStore for DynamoTaskStore {
                 .expression_attribute_names("#s", "status")
                 .expression_attribute_values(":status", s(status.as_str()))
                 .expression_attribute_values(":before", n(before))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            found.extend(page.items().iter().map(record));
+            if found.len() >= limit {
+                found.truncate(limit);
+                break;
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+
+    async fn confirm_queued(&self, task_id: &str) -> Result<Transition, TaskStoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("task_id", s(task_id))
+            .update_expression("REMOVE #awaiting")
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#awaiting", AWAITING_QUEUE)
+            .expression_attribute_values(":pending", s(JobStatus::Pending.as_str()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Transition::Applied),
+            Err(e) => refused(e),
+        }
+    }
+
+    async fn fail_unqueued(
+        &self,
+        task_id: &str,
+        change: &StatusChange,
+    ) -> Result<Transition, TaskStoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("task_id", s(task_id))
+            .update_expression(
+                "SET #status = :to, updated_at = :now, error_message = :error REMOVE #awaiting",
+            )
+            .condition_expression("#status = :pending AND #awaiting = :true")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#awaiting", AWAITING_QUEUE)
+            .expression_attribute_values(":to", s(change.to.as_str()))
+            .expression_attribute_values(":now", n(change.now))
+            .expression_attribute_values(
+                ":error",
+                s(change.error_message.as_deref().unwrap_or("not queued")),
+            )
+            .expression_attribute_values(":pending", s(JobStatus::Pending.as_str()))
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Transition::Applied),
+            Err(e) => refused(e),
+        }
+    }
+
+    async fn unqueued(&self, before: i64, limit: usize) -> Result<Vec<TaskRecord>, TaskStoreError> {
+        let mut found = Vec::new();
+        let mut start: Option<Item> = None;
+        // The GSI's `pending` partition, oldest first; the filter keeps the
+        // few still awaiting their message however long the backlog is.
+        for _ in 0..50 {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(STATUS_INDEX)
+                .key_condition_expression("#s = :status AND created_at < :before")
+                .filter_expression("#awaiting = :true")
+                .expression_attribute_names("#s", "status")
+                .expression_attribute_names("#awaiting", AWAITING_QUEUE)
+                .expression_attribute_values(":status", s(JobStatus::Pending.as_str()))
+                .expression_attribute_values(":before", n(before))
+                .expression_attribute_values(":true", AttributeValue::Bool(true))
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await

@@ -40,6 +40,10 @@ pub struct TaskRecord {
     /// The Supabase user who submitted the job; `None` for an anonymous job
     /// (or one from before accounts), which anyone holding its id may read.
     pub owner_id: Option<String>,
+    /// Written `pending` before its queue message was known to be sent (the
+    /// AWS submit path): no worker of ours runs it until the submit confirms
+    /// it, and the settle sweep fails it if the submit never did.
+    pub awaiting_queue: bool,
 }
 
 /// A new `pending` job.
@@ -52,6 +56,9 @@ pub struct NewTask {
     pub now: i64,
     /// The submitter's `sub`, when signed in.
     pub owner_id: Option<String>,
+    /// Its message is sent after the record is written, by a separate call
+    /// (see `TaskRecord::awaiting_queue`).
+    pub awaiting_queue: bool,
 }
 
 /// A status change and what comes with it.
@@ -241,6 +248,23 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// Gives back a count taken for a job that was then not accepted.
     async fn uncount_daily_job(&self, client: &str, day: &str) -> Result<(), TaskStoreError>;
+
+    /// Clears `awaiting_queue` once the job's message is sent, only while
+    /// the job is `pending` (idempotent: a second confirm is `Applied` too).
+    async fn confirm_queued(&self, task_id: &str) -> Result<Transition, TaskStoreError>;
+
+    /// Fails a job whose message may not exist: only while it is `pending`
+    /// and still awaiting its queue message, so a confirm racing it wins and
+    /// a confirmed job is never failed this way.
+    async fn fail_unqueued(
+        &self,
+        task_id: &str,
+        change: &StatusChange,
+    ) -> Result<Transition, TaskStoreError>;
+
+    /// `pending` jobs still awaiting their queue message, created before
+    /// `before` (Unix s): submits that never settled.
+    async fn unqueued(&self, before: i64, limit: usize) -> Result<Vec<TaskRecord>, TaskStoreError>;
 
     /// Readiness: one round trip.
     async fn ping(&self) -> Result<(), TaskStoreError>;

@@ -61,8 +61,8 @@ pub(crate) async fn insert_task(
     error_message: Option<&str>,
 ) -> Result<(), TaskStoreError> {
     let done = sqlx::query(
-        "INSERT INTO tasks (task_id, status, job_type, kind, queue, created_at, updated_at, owner_id, error_message)
-         VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8) ON CONFLICT (task_id) DO NOTHING",
+        "INSERT INTO tasks (task_id, status, job_type, kind, queue, created_at, updated_at, owner_id, error_message, awaiting_queue)
+         VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9) ON CONFLICT (task_id) DO NOTHING",
     )
     .bind(&task.task_id)
     .bind(status.as_str())
@@ -72,6 +72,7 @@ pub(crate) async fn insert_task(
     .bind(task.now)
     .bind(&task.owner_id)
     .bind(error_message)
+    .bind(task.awaiting_queue)
     .execute(&mut *conn)
     .await
     .map_err(sqlite_error)?;
@@ -82,7 +83,7 @@ pub(crate) async fn insert_task(
 }
 
 const COLUMNS: &str = "task_id, status, job_type, kind, queue, created_at, updated_at, result_url, \
-     result_s3_uri, error, error_message, attempts, comfy_job_id, api_job_id, owner_id";
+     result_s3_uri, error, error_message, attempts, comfy_job_id, api_job_id, owner_id, awaiting_queue";
 
 fn record(row: &SqliteRow) -> Result<TaskRecord, sqlx::Error> {
     Ok(TaskRecord {
@@ -103,6 +104,7 @@ fn record(row: &SqliteRow) -> Result<TaskRecord, sqlx::Error> {
         comfy_job_id: row.try_get("comfy_job_id")?,
         api_job_id: row.try_get("api_job_id")?,
         owner_id: row.try_get("owner_id")?,
+        awaiting_queue: row.try_get("awaiting_queue")?,
     })
 }
 
@@ -235,6 +237,54 @@ impl TaskStore for SqliteTaskStore {
              ORDER BY updated_at LIMIT $3"
         )))
         .bind(status.as_str())
+        .bind(before)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pools.reads)
+        .await
+        .map_err(sqlite_error)?;
+        rows.iter()
+            .map(record)
+            .collect::<Result<_, _>>()
+            .map_err(sqlite_error)
+    }
+
+    async fn confirm_queued(&self, task_id: &str) -> Result<Transition, TaskStoreError> {
+        let done =
+            sqlx::query("UPDATE tasks SET awaiting_queue = 0 WHERE task_id = $1 AND status = $2")
+                .bind(task_id)
+                .bind(JobStatus::Pending.as_str())
+                .execute(&self.pools.writes)
+                .await
+                .map_err(sqlite_error)?;
+        self.outcome(task_id, done.rows_affected()).await
+    }
+
+    async fn fail_unqueued(
+        &self,
+        task_id: &str,
+        change: &StatusChange,
+    ) -> Result<Transition, TaskStoreError> {
+        let done = sqlx::query(
+            "UPDATE tasks SET status = $1, updated_at = $2, error_message = $3, awaiting_queue = 0
+             WHERE task_id = $4 AND status = $5 AND awaiting_queue = 1",
+        )
+        .bind(change.to.as_str())
+        .bind(change.now)
+        .bind(&change.error_message)
+        .bind(task_id)
+        .bind(JobStatus::Pending.as_str())
+        .execute(&self.pools.writes)
+        .await
+        .map_err(sqlite_error)?;
+        self.outcome(task_id, done.rows_affected()).await
+    }
+
+    async fn unqueued(&self, before: i64, limit: usize) -> Result<Vec<TaskRecord>, TaskStoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM tasks WHERE status = $1 AND awaiting_queue = 1 AND created_at < $2
+             ORDER BY created_at LIMIT $3"
+        )))
+        .bind(JobStatus::Pending.as_str())
         .bind(before)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pools.reads)

@@ -1,11 +1,12 @@
 //! The worker adapter: `orchestrator worker` on a GPU or CPU host (or the
 //! serve process itself, when a local inference API is configured). It takes
 //! jobs off one queue and drives the inference API on its host, writing each
-//! job's status as the old Python adapters did — with three differences:
+//! job's status as the old Python adapters did — with four differences:
 //! every status write is conditional (a finished job is never run or
-//! rewritten again), the message's visibility is extended while the job runs
-//! (so a long job is never handed to a second worker), and a cancelled job
-//! is noticed at the next heartbeat.
+//! rewritten again), a job whose submit has not confirmed its message is
+//! not run (its client may have been told it failed), the message's
+//! visibility is extended while the job runs (so a long job is never handed
+//! to a second worker), and a cancelled job is noticed at the next heartbeat.
 
 pub mod backend;
 
@@ -17,6 +18,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use self::backend::{Backend, BackendError, BackendStatus};
+
+/// How long a worker holds a message whose submit has not confirmed it
+/// before giving it back to the queue.
+const AWAIT_QUEUED: Duration = Duration::from_secs(5);
 use crate::{
     jobs::{
         JobStatus, QueueName,
@@ -194,6 +199,22 @@ impl Worker {
             }
             Err(e) => return self.retry(&message, &format!("task store: {e}")).await,
         };
+        // Its submit has not confirmed the message yet (usually a few ms
+        // away; or the submit failed and will fail the record): never run it
+        // before then — a submit answered 5xx must not run.
+        let record = if record.awaiting_queue {
+            match self.await_queued(&job.task_id).await {
+                Ok(Some(record)) => record,
+                Ok(None) => {
+                    return self
+                        .retry(&message, "its submit has not confirmed it yet")
+                        .await;
+                }
+                Err(e) => return self.retry(&message, &format!("task store: {e}")).await,
+            }
+        } else {
+            record
+        };
         if record
             .status
             .as_deref()
@@ -249,6 +270,26 @@ impl Worker {
             release,
         )
         .await
+    }
+
+    /// Polls the record of a job still awaiting its queue confirm for a few
+    /// seconds: the record once confirmed or final, `None` if it is still
+    /// awaiting.
+    async fn await_queued(
+        &self,
+        task_id: &str,
+    ) -> Result<Option<crate::tasks::TaskRecord>, crate::tasks::TaskStoreError> {
+        let mut delay = Duration::from_millis(20);
+        let deadline = tokio::time::Instant::now() + AWAIT_QUEUED;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(500));
+            match self.tasks.get(task_id).await? {
+                Some(record) if record.awaiting_queue => {}
+                found => return Ok(found),
+            }
+        }
+        Ok(None)
     }
 
     /// Every `*_url` of the request, by text and by what its host resolves

@@ -45,7 +45,7 @@ impl S3Store {
         urls: PublicUrls,
         spool: PathBuf,
     ) -> std::io::Result<Self> {
-        let sdk = aws.sdk_config().await;
+        let sdk = aws.sdk_config_for(crate::aws::AwsService::S3).await;
         let mut config = aws_sdk_s3::config::Builder::from(&sdk);
         // Emulators answer on one host; virtual-hosted buckets need DNS.
         // Production keeps virtual-hosted style, so presigned URL paths are
