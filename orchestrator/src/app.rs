@@ -1,16 +1,16 @@
 //! The application state every handler and loop shares, built once from the
 //! config: the task store, the two queues and the GPU controller.
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use common::auth::{AuthError, Authenticator};
 use gpu::{Ec2GpuHost, GpuController, GpuHandle, GpuHost, GpuWork, NoGpuHost, WorkSnapshot};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use tokio_util::sync::CancellationToken;
 
 use common::{
     rate_limit::RateLimit,
     readiness::{Part, Readiness, check},
+    sqlite::{SqliteOptions, SqlitePools},
 };
 
 use crate::{
@@ -124,7 +124,7 @@ impl Stores {
         let needs_sqlite = matches!(config.task_store, TaskStoreSettings::Sqlite)
             || matches!(config.queues, QueueSettings::Embedded { .. });
         let sqlite = if needs_sqlite {
-            Some(SqlitePools::open(config).await?)
+            Some(open_sqlite(config).await?)
         } else {
             None
         };
@@ -334,39 +334,18 @@ impl App {
     }
 }
 
-/// The embedded database: writes through one connection, reads through a
-/// small pool. SQLite admits one writer at a time and makes the others poll
-/// its lock with growing sleeps; queueing writers on one connection keeps
-/// the latency tail short, and WAL lets reads run beside the writer.
-#[derive(Clone)]
-pub struct SqlitePools {
-    pub reads: SqlitePool,
-    pub writes: SqlitePool,
-}
-
-impl SqlitePools {
-    async fn open(config: &OrchestratorConfig) -> Result<Self, StartupError> {
-        tokio::fs::create_dir_all(&config.data_dir).await?;
-        let options = SqliteConnectOptions::from_str(&format!(
-            "sqlite://{}",
-            config.sqlite_path().display()
-        ))?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .busy_timeout(Duration::from_secs(5));
-        let writes = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options.clone())
-            .await?;
-        MIGRATOR.run(&writes).await?;
-        let reads = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options.read_only(true))
-            .await?;
-        Ok(Self { reads, writes })
-    }
+/// The orchestrator's SQLite file: its task table and embedded queues.
+async fn open_sqlite(config: &OrchestratorConfig) -> Result<SqlitePools, StartupError> {
+    tokio::fs::create_dir_all(&config.data_dir).await?;
+    let path = config.sqlite_path().display().to_string();
+    Ok(SqlitePools::open(&SqliteOptions {
+        url: &path,
+        migrator: Some(&MIGRATOR),
+        readers: 4,
+        acquire_timeout: Duration::from_secs(5),
+        foreign_keys: false,
+    })
+    .await?)
 }
 
 /// GPU work as the controller needs it: the GPU queue's depth and the GPU

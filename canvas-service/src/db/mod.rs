@@ -62,7 +62,7 @@ impl From<sqlx::Error> for DbError {
             | sqlx::Error::WorkerCrashed => Self::Unavailable(err.to_string()),
             // SQLite's "database is locked" after the busy timeout is load,
             // not a bug: worth a retry.
-            sqlx::Error::Database(ref db) if is_busy(db.code().as_deref()) => {
+            sqlx::Error::Database(_) if common::sqlite::is_busy(&err) => {
                 Self::Unavailable(err.to_string())
             }
             other => Self::Other(other.to_string()),
@@ -130,11 +130,4 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<Arc<dyn CanvasStore>
 
 fn dimension(value: Option<i64>) -> Option<u32> {
     value.and_then(|v| u32::try_from(v).ok())
-}
-
-/// SQLITE_BUSY (5) or SQLITE_LOCKED (6), in any extended form (261, 517…):
-/// contention, worth a 503 and a retry rather than a 500.
-fn is_busy(code: Option<&str>) -> bool {
-    code.and_then(|c| c.parse::<i32>().ok())
-        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }

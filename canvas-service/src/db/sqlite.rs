@@ -1,16 +1,11 @@
-//! The embedded metadata store: one SQLite file in WAL mode.
-//!
-//! Writes go through a single connection and reads through a small pool.
-//! SQLite admits one writer at a time and makes the others poll its lock
-//! with growing sleeps (measured: waits of 100 ms and more under 8
-//! concurrent uploads); queueing writers on one connection instead keeps the
-//! tail short, while WAL lets reads run beside the writer.
+//! The embedded metadata store: one SQLite file in WAL mode, writes through
+//! a single connection and reads through a small pool
+//! (`common::sqlite::SqlitePools`).
 
-use std::{str::FromStr, time::Duration};
-
+use common::sqlite::{SqliteOptions, SqlitePools};
 use sqlx::{
     Row,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow},
+    sqlite::{SqlitePool, SqliteRow},
 };
 use uuid::Uuid;
 
@@ -26,28 +21,14 @@ pub struct SqliteCanvasStore {
 
 impl SqliteCanvasStore {
     pub async fn connect(settings: &DatabaseSettings) -> Result<Self, sqlx::Error> {
-        let options = SqliteConnectOptions::from_str(&settings.url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .foreign_keys(true)
-            // Writers queue on SQLite's lock instead of failing at once.
-            .busy_timeout(Duration::from_secs(5));
-        if let Some(dir) = options.get_filename().parent() {
-            tokio::fs::create_dir_all(dir).await?;
-        }
-        let writes = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(settings.acquire_timeout)
-            .connect_with(options.clone())
-            .await?;
-        if settings.run_migrations {
-            MIGRATOR.run(&writes).await?;
-        }
-        let reads = SqlitePoolOptions::new()
-            .max_connections(settings.max_connections.clamp(1, 8))
-            .acquire_timeout(settings.acquire_timeout)
-            .connect_with(options.read_only(true))
-            .await?;
+        let SqlitePools { reads, writes } = SqlitePools::open(&SqliteOptions {
+            url: &settings.url,
+            migrator: settings.run_migrations.then_some(&MIGRATOR),
+            readers: settings.max_connections.clamp(1, 8),
+            acquire_timeout: settings.acquire_timeout,
+            foreign_keys: true,
+        })
+        .await?;
         Ok(Self { reads, writes })
     }
 }

@@ -13,6 +13,7 @@ pub mod image_kind;
 pub mod object_store;
 pub mod rate_limit;
 pub mod readiness;
+pub mod sqlite;
 pub mod telemetry;
 
 pub use error::ApiError;

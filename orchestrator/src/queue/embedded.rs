@@ -13,8 +13,9 @@ use sqlx::Row;
 use tokio::sync::Notify;
 
 use super::{JobQueue, QueueDepth, QueueError, QueueMessage};
+use common::sqlite::SqlitePools;
+
 use crate::{
-    app::SqlitePools,
     jobs::JobStatus,
     tasks::{NewTask, TaskStoreError, sqlite::insert_task},
 };
@@ -148,11 +149,10 @@ async fn insert_message(
 }
 
 fn queue_error(err: sqlx::Error) -> QueueError {
-    match err {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            QueueError::Unavailable(err.to_string())
-        }
-        other => QueueError::Other(other.to_string()),
+    if common::sqlite::is_unavailable(&err) {
+        QueueError::Unavailable(err.to_string())
+    } else {
+        QueueError::Other(err.to_string())
     }
 }
 

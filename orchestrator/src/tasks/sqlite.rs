@@ -8,7 +8,9 @@ use super::{
     IdempotencyClaim, NewTask, QuotaCount, StatusChange, TaskRecord, TaskStore, TaskStoreError,
     Transition,
 };
-use crate::{app::SqlitePools, jobs::JobStatus};
+use common::sqlite::SqlitePools;
+
+use crate::jobs::JobStatus;
 
 pub struct SqliteTaskStore {
     pools: SqlitePools,
@@ -40,14 +42,10 @@ impl SqliteTaskStore {
 }
 
 pub(crate) fn sqlite_error(err: sqlx::Error) -> TaskStoreError {
-    match err {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            TaskStoreError::Unavailable(err.to_string())
-        }
-        sqlx::Error::Database(ref db) if is_busy(db.code().as_deref()) => {
-            TaskStoreError::Unavailable(err.to_string())
-        }
-        other => TaskStoreError::Other(other.to_string()),
+    if common::sqlite::is_unavailable(&err) {
+        TaskStoreError::Unavailable(err.to_string())
+    } else {
+        TaskStoreError::Other(err.to_string())
     }
 }
 
@@ -435,11 +433,4 @@ impl TaskStore for SqliteTaskStore {
             .map_err(sqlite_error)?;
         Ok(())
     }
-}
-
-/// SQLITE_BUSY (5) or SQLITE_LOCKED (6), in any extended form (261, 517…):
-/// contention, worth a 503 and a retry rather than a 500.
-fn is_busy(code: Option<&str>) -> bool {
-    code.and_then(|c| c.parse::<i32>().ok())
-        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
