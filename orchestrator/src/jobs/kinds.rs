@@ -8,22 +8,7 @@ use utoipa::ToSchema;
 
 use common::ApiError;
 
-/// Which queue (and so which host) runs a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QueueName {
-    Gpu,
-    Cpu,
-}
-
-impl QueueName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Gpu => "gpu",
-            Self::Cpu => "cpu",
-        }
-    }
-}
+pub use crate::queue::QueueName;
 
 #[derive(Debug)]
 pub struct JobKind {

@@ -5,9 +5,9 @@ pub mod admission;
 pub mod image_urls;
 pub mod kinds;
 pub mod settle;
-pub mod status;
 pub mod submit;
+pub mod view;
 pub mod watch;
 
+pub use crate::tasks::JobStatus;
 pub use kinds::{JobKind, JobRequest, QueueName};
-pub use status::JobStatus;

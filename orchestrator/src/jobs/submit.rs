@@ -158,7 +158,7 @@ pub async fn submit(
             } if seen == fingerprint => {
                 return match app.tasks.get(&existing).await? {
                     Some(record) => {
-                        let view = crate::routes::jobs::JobView::from(record);
+                        let view = super::view::JobView::from(record);
                         Ok(JobAccepted {
                             job_id: existing,
                             status: view.status,

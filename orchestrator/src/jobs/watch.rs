@@ -13,7 +13,8 @@ use std::{
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::{routes::jobs::JobView, tasks::TaskStore};
+use super::view::JobView;
+use crate::tasks::TaskStore;
 
 #[derive(Clone)]
 pub struct JobWatcher {

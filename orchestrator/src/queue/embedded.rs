@@ -15,10 +15,7 @@ use tokio::sync::Notify;
 use super::{JobQueue, QueueDepth, QueueError, QueueMessage};
 use common::sqlite::SqlitePools;
 
-use crate::{
-    jobs::JobStatus,
-    tasks::{NewTask, TaskStoreError, sqlite::insert_task},
-};
+use crate::tasks::{JobStatus, NewTask, TaskStoreError, sqlite::insert_task};
 
 #[derive(Clone)]
 pub struct EmbeddedQueue {

@@ -14,11 +14,11 @@ use aws_sdk_dynamodb::{
     types::{AttributeValue, ReturnValuesOnConditionCheckFailure, Select},
 };
 
+use super::JobStatus;
 use super::{
     IdempotencyClaim, NewTask, QuotaCount, StatusChange, TaskRecord, TaskStore, TaskStoreError,
     Transition,
 };
-use crate::jobs::JobStatus;
 
 pub const STATUS_INDEX: &str = "status-created_at-index";
 

@@ -6,6 +6,7 @@
 
 mod dynamodb;
 pub(crate) mod sqlite;
+mod status;
 
 pub use dynamodb::DynamoTaskStore;
 pub use sqlite::SqliteTaskStore;
@@ -13,7 +14,7 @@ pub use sqlite::SqliteTaskStore;
 use common::ApiError;
 use serde::Serialize;
 
-use crate::jobs::JobStatus;
+pub use status::JobStatus;
 
 /// A job's record as stored. Items written by an old adapter's `UpdateItem`
 /// alone may lack everything but `task_id`.

@@ -10,7 +10,7 @@ use super::{
 };
 use common::sqlite::SqlitePools;
 
-use crate::jobs::JobStatus;
+use super::JobStatus;
 
 pub struct SqliteTaskStore {
     pools: SqlitePools,
