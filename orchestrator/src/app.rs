@@ -17,11 +17,8 @@ use crate::{
     config::{OrchestratorConfig, QueueSettings, TaskStoreSettings},
     jobs::watch::JobWatcher,
     jobs::{QueueName, kinds::gpu_job_types},
-    jobs::{
-        admission::{AdmissionSettings, Backlog},
-        image_urls::ImageUrlPolicy,
-    },
-    queue::{EmbeddedQueue, JobQueue, SqsQueue},
+    jobs::{admission::Backlog, image_urls::ImageUrlPolicy, submit::Intake},
+    queue::{EmbeddedQueue, JobQueue, OneFileIntake, SqsQueue},
     tasks::{DynamoTaskStore, SqliteTaskStore, TaskStore},
 };
 
@@ -46,17 +43,21 @@ pub struct App {
     pub backends: Backends,
     /// Where the image URLs of a job may point.
     pub image_urls: Arc<ImageUrlPolicy>,
-    pub admission: AdmissionSettings,
     /// The per-client rate limit on submits.
     pub jobs_rate: Arc<RateLimit>,
-    /// Queue depths as last read, for the backlog caps.
-    pub backlog: Backlog,
-    /// Embedded mode: record and message in one transaction.
-    pub one_file: Option<OneFileIntake>,
+    /// What a submit needs: the stores, admission control, the GPU nudge.
+    pub intake: Arc<Intake>,
     /// Who is calling; installed as a layer by the router.
     pub auth: Arc<Authenticator>,
     /// `/ready`: the task store and both queues.
     pub readiness: Readiness,
+}
+
+/// Requests the accounts layer leaves alone besides health, readiness,
+/// metrics and the OpenAPI document: GPU start/stop carry their own bearer
+/// token (`ADMIN_TOKEN`), not a user's.
+pub fn is_public(method: &http::Method, path: &str) -> bool {
+    *method == http::Method::POST && matches!(path, "/api/v1/gpu/start" | "/api/v1/gpu/stop")
 }
 
 /// A readiness check is `unavailable` past the dependency timeout and a
@@ -101,22 +102,6 @@ pub struct Stores {
     /// Set when the task table and the queues live in the same SQLite file:
     /// a new job's record and message are then written in one transaction.
     pub one_file: Option<OneFileIntake>,
-}
-
-/// The embedded queues, which can take a job's record with its message.
-#[derive(Clone)]
-pub struct OneFileIntake {
-    pub gpu: Arc<EmbeddedQueue>,
-    pub cpu: Arc<EmbeddedQueue>,
-}
-
-impl OneFileIntake {
-    pub fn queue(&self, name: QueueName) -> &Arc<EmbeddedQueue> {
-        match name {
-            QueueName::Gpu => &self.gpu,
-            QueueName::Cpu => &self.cpu,
-        }
-    }
 }
 
 impl Stores {
@@ -194,8 +179,7 @@ impl App {
     pub async fn from_config(config: &OrchestratorConfig) -> Result<Self, StartupError> {
         // The metrics recorder must exist before anything counts.
         crate::telemetry::metrics_handle();
-        let auth =
-            Arc::new(Authenticator::new(&config.auth)?.with_public(crate::routes::is_public));
+        let auth = Arc::new(Authenticator::new(&config.auth)?.with_public(is_public));
         let Stores {
             tasks,
             gpu_queue,
@@ -235,6 +219,18 @@ impl App {
         });
         let gpu = GpuController::spawn(gpu_host, work, gpu_settings, shutdown.clone());
         let watcher = JobWatcher::spawn(tasks.clone(), config.events_interval, shutdown.clone());
+        let image_urls = Arc::new(config.image_urls.clone());
+        let intake = Arc::new(Intake {
+            tasks: tasks.clone(),
+            gpu_queue: gpu_queue.clone(),
+            cpu_queue: cpu_queue.clone(),
+            one_file,
+            image_urls: image_urls.clone(),
+            admission: config.admission.clone(),
+            backlog: Backlog::default(),
+            gpu: gpu.clone(),
+            shutdown: shutdown.clone(),
+        });
         Ok(Self {
             tasks: tasks.clone(),
             gpu_queue: gpu_queue.clone(),
@@ -247,7 +243,7 @@ impl App {
                 .map(|(queue, url)| {
                     let defaults = crate::worker::WorkerSettings::new(*queue, url);
                     crate::worker::WorkerSettings {
-                        image_urls: Arc::new(config.image_urls.clone()),
+                        image_urls: image_urls.clone(),
                         concurrency: config.worker_concurrency,
                         poll_min: config.worker_poll,
                         poll_max: config.worker_poll * 10,
@@ -268,11 +264,9 @@ impl App {
             sweep_interval: config.sweep_interval,
             shutdown,
             backends,
-            image_urls: Arc::new(config.image_urls.clone()),
-            admission: config.admission.clone(),
+            image_urls,
             jobs_rate: RateLimit::new("job submits", config.admission.jobs_rate),
-            backlog: Backlog::default(),
-            one_file,
+            intake,
             readiness: Readiness::new(
                 vec![
                     Part {
@@ -308,11 +302,6 @@ impl App {
             QueueName::Gpu => &self.gpu_queue,
             QueueName::Cpu => &self.cpu_queue,
         }
-    }
-
-    /// Nudges the GPU controller; no I/O on the caller's path.
-    pub fn gpu_work_arrived(&self) {
-        self.gpu.work_arrived();
     }
 
     /// Starts the sweeping loops (dead letters, reaper, queue metrics) and

@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     App,
-    jobs::{JobStatus, QueueName, settle},
+    jobs::{JobStatus, QueueName, message::JobMessage, settle},
     queue::QueueMessage,
     tasks::{StatusChange, Transition},
     telemetry,
@@ -34,7 +34,7 @@ pub fn spawn(app: Arc<App>) {
             tracing::warn!(error = %e, "reaper failed; will retry");
         }
     }));
-    let depth_interval = app.admission.queue_depth_interval;
+    let depth_interval = app.intake.admission.queue_depth_interval;
     tokio::spawn(every(app, depth_interval, |app| async move {
         record_queue_depths(&app).await;
     }));
@@ -57,8 +57,7 @@ where
 
 /// The job id a queue message is about, if it is one of ours.
 fn task_id(message: &QueueMessage) -> Option<String> {
-    let body: serde_json::Value = serde_json::from_str(&message.body).ok()?;
-    body.get("task_id")?.as_str().map(str::to_owned)
+    JobMessage::parse(&message.body).ok().map(|m| m.task_id)
 }
 
 /// Marks the jobs of dead-lettered messages `failed` ("gave up after N
@@ -170,7 +169,8 @@ pub async fn record_queue_depths(app: &App) {
     for name in [QueueName::Gpu, QueueName::Cpu] {
         match app.queue(name).depth().await {
             Ok(depth) => {
-                app.backlog
+                app.intake
+                    .backlog
                     .observed(name, depth.visible.saturating_add(depth.in_flight));
                 telemetry::queue_depth(name.as_str(), "visible", depth.visible);
                 telemetry::queue_depth(name.as_str(), "in_flight", depth.in_flight);

@@ -20,7 +20,7 @@ use std::{
 
 use axum::http::StatusCode;
 use orchestrator::{
-    jobs::{JobStatus, QueueName, kinds, settle, submit::message_body},
+    jobs::{JobStatus, QueueName, kinds, message::JobMessage, settle},
     tasks::{NewTask, StatusChange, Transition},
     worker::{Outcome, Worker, WorkerSettings},
 };
@@ -476,7 +476,7 @@ async fn unconfirmed_job(app: &TestApp, created_at: i64) -> String {
         .unwrap();
     app.app
         .queue(kind.queue)
-        .send(&message_body(kind, &task_id, &body()))
+        .send(&JobMessage::new(kind, &task_id, body()).to_body())
         .await
         .unwrap();
     task_id

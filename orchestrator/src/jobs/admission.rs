@@ -11,13 +11,12 @@ use std::{
 };
 
 use common::{
-    ApiError,
     config::{ConfigError, Env},
     rate_limit::{ClientKey, LimitSettings},
 };
 use sha2::{Digest, Sha256};
 
-use super::QueueName;
+use super::{QueueName, submit::SubmitError};
 use crate::tasks::{QuotaCount, TaskStore};
 
 /// Seconds a client refused for backlog is told to wait: long enough for a
@@ -104,7 +103,7 @@ pub fn check_backlog(
     settings: &AdmissionSettings,
     backlog: &Backlog,
     queue: QueueName,
-) -> Result<(), ApiError> {
+) -> Result<(), SubmitError> {
     let cap = match queue {
         QueueName::Gpu => settings.max_gpu_backlog,
         QueueName::Cpu => settings.max_cpu_backlog,
@@ -117,13 +116,13 @@ pub fn check_backlog(
             cap,
             "backlog cap reached: submit refused"
         );
-        return Err(ApiError::too_many_requests(
-            format!(
+        return Err(SubmitError::Refused {
+            detail: format!(
                 "The {} queue is full ({waiting} jobs waiting or running, the limit is {cap}); try again shortly",
                 queue.as_str().to_uppercase()
             ),
-            BACKLOG_RETRY_SECONDS,
-        ));
+            retry_after: BACKLOG_RETRY_SECONDS,
+        });
     }
     Ok(())
 }
@@ -151,7 +150,7 @@ pub async fn count_against_quota(
     tasks: &dyn TaskStore,
     client: &ClientKey,
     now: i64,
-) -> Result<Option<QuotaTicket>, ApiError> {
+) -> Result<Option<QuotaTicket>, SubmitError> {
     let limit = settings.daily_job_quota;
     if limit == 0 {
         return Ok(None);
@@ -171,10 +170,12 @@ pub async fn count_against_quota(
         })),
         QuotaCount::Exhausted => {
             tracing::warn!(client = %client.0, limit, "daily job quota used up");
-            Err(ApiError::too_many_requests(
-                format!("Daily job quota used up ({limit} jobs per day); it resets at 00:00 UTC"),
-                u64::try_from(next_day - now).unwrap_or(1),
-            ))
+            Err(SubmitError::Refused {
+                detail: format!(
+                    "Daily job quota used up ({limit} jobs per day); it resets at 00:00 UTC"
+                ),
+                retry_after: u64::try_from(next_day - now).unwrap_or(1),
+            })
         }
     }
 }

@@ -6,8 +6,6 @@
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use utoipa::ToSchema;
 
-use common::ApiError;
-
 pub use crate::queue::QueueName;
 
 #[derive(Debug)]
@@ -23,17 +21,64 @@ pub struct JobKind {
     pub task_type: Option<&'static str>,
 }
 
+/// A field of a request out of range or malformed: 422 naming it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct InvalidField {
+    pub field: String,
+    pub problem: String,
+}
+
+impl InvalidField {
+    pub fn new(field: &str, problem: impl std::fmt::Display) -> Self {
+        Self {
+            field: field.to_owned(),
+            problem: problem.to_string(),
+        }
+    }
+}
+
 /// A job request: parsed with its defaults filled in, then checked.
 pub trait JobRequest: DeserializeOwned + Serialize + ToSchema + Send + 'static {
     const KIND: JobKind;
 
     /// Range and format checks; 422 naming the field.
-    fn validate(&self) -> Result<(), ApiError>;
+    fn validate(&self) -> Result<(), InvalidField>;
 }
 
-/// The table. Each line: handler name => request type { … }.
-macro_rules! job_kinds {
-    ($($handler:ident => $request:ty {
+/// The table, handed to a macro: this file makes the `JobRequest` impls and
+/// `KINDS` from it, `routes/submit.rs` one submit handler per line. Each
+/// line: handler name => request type { … }.
+macro_rules! with_job_kinds {
+    ($callback:ident) => {
+        $callback! {
+        submit_camera_angle => CameraAngleJob {
+            name: "camera-angle", route: "/api/v1/camera-angle/jobs", queue: Gpu,
+            api_path: "/api/v1/camera-angle/jobs", task_type: None,
+        },
+        submit_qwen_image_edit => QwenImageEditJob {
+            name: "qwen-image-edit", route: "/api/v1/qwen-image-edit/jobs", queue: Gpu,
+            api_path: "/api/v1/qwen-image-edit/jobs", task_type: None,
+        },
+        submit_face_mask => FaceMaskTask {
+            name: "face-mask", route: "/api/v1/face-mask/tasks", queue: Cpu,
+            api_path: "/api/v1/face-mask/jobs", task_type: Some("face_mask"),
+        },
+        submit_face_swap => FaceSwapTask {
+            name: "face-swap", route: "/api/v1/face-swap/tasks", queue: Cpu,
+            api_path: "/api/v1/face-swap/jobs", task_type: Some("face_swap"),
+        },
+        submit_full_face_swap => FullFaceSwapTask {
+            name: "full-face-swap", route: "/api/v1/full-face-swap/tasks", queue: Cpu,
+            api_path: "/api/v1/full-face-swap/jobs", task_type: Some("full_face_swap"),
+        },
+            }
+    };
+}
+pub(crate) use with_job_kinds;
+
+macro_rules! job_requests {
+    ($($handler:ident => $request:ident {
         name: $name:literal, route: $route:literal, queue: $queue:ident,
         api_path: $api_path:literal, task_type: $task_type:expr $(,)?
     }),* $(,)?) => {
@@ -47,72 +92,18 @@ macro_rules! job_kinds {
                     task_type: $task_type,
                 };
 
-                fn validate(&self) -> Result<(), ApiError> {
+                fn validate(&self) -> Result<(), InvalidField> {
                     self.check()
                 }
-            }
-
-            /// Accepts the job: 202 at once, whether or not the host is up.
-            #[utoipa::path(post, path = $route, tag = "jobs", request_body = $request,
-                params(("Idempotency-Key" = Option<String>, Header,
-                    description = "Repeat a submit safely: the same key and body within 24 h return the same job")),
-                responses(
-                    (status = 202, body = crate::jobs::submit::JobAccepted),
-                    (status = 400, description = "Body is not JSON, or a malformed Idempotency-Key", body = common::error::ErrorBody),
-                    (status = 408, description = "The body did not arrive within REQUEST_TIMEOUT_SECONDS", body = common::error::ErrorBody),
-                    (status = 401, description = "Missing (AUTH_MODE=required) or invalid access token", body = common::error::ErrorBody),
-                    (status = 409, description = "Idempotency-Key reused with a different body", body = common::error::ErrorBody),
-                    (status = 413, description = "Body larger than 64 KiB", body = common::error::ErrorBody),
-                    (status = 415, description = "Not `Content-Type: application/json`", body = common::error::ErrorBody),
-                    (status = 422, description = "Invalid field, or an image URL outside the allowed origins; `detail` names it", body = common::error::ErrorBody),
-                    (status = 429, description = "Rate limit, daily quota or queue backlog reached; see `Retry-After`", body = common::error::ErrorBody,
-                        headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
-                    (status = 503, description = "Task store or queue unavailable; the job was not accepted", body = common::error::ErrorBody),
-                ))]
-            pub async fn $handler(
-                state: axum::extract::State<crate::routes::AppState>,
-                client: Option<axum::Extension<common::rate_limit::ClientKey>>,
-                caller: common::caller::Caller,
-                headers: axum::http::HeaderMap,
-                body: common::extract::ApiJson<$request>,
-            ) -> Result<(axum::http::StatusCode, axum::Json<crate::jobs::submit::JobAccepted>), ApiError> {
-                crate::jobs::submit::submit_handler(state, client, caller, headers, body).await
             }
         )*
 
         /// Every kind, in table order.
         pub const KINDS: &[JobKind] = &[$(<$request as JobRequest>::KIND),*];
-
-        /// The submit routes of every kind, with their OpenAPI operations.
-        pub fn routes() -> utoipa_axum::router::OpenApiRouter<crate::routes::AppState> {
-            utoipa_axum::router::OpenApiRouter::new()
-                $(.routes(utoipa_axum::routes!($handler)))*
-        }
     };
 }
 
-job_kinds! {
-    submit_camera_angle => CameraAngleJob {
-        name: "camera-angle", route: "/api/v1/camera-angle/jobs", queue: Gpu,
-        api_path: "/api/v1/camera-angle/jobs", task_type: None,
-    },
-    submit_qwen_image_edit => QwenImageEditJob {
-        name: "qwen-image-edit", route: "/api/v1/qwen-image-edit/jobs", queue: Gpu,
-        api_path: "/api/v1/qwen-image-edit/jobs", task_type: None,
-    },
-    submit_face_mask => FaceMaskTask {
-        name: "face-mask", route: "/api/v1/face-mask/tasks", queue: Cpu,
-        api_path: "/api/v1/face-mask/jobs", task_type: Some("face_mask"),
-    },
-    submit_face_swap => FaceSwapTask {
-        name: "face-swap", route: "/api/v1/face-swap/tasks", queue: Cpu,
-        api_path: "/api/v1/face-swap/jobs", task_type: Some("face_swap"),
-    },
-    submit_full_face_swap => FullFaceSwapTask {
-        name: "full-face-swap", route: "/api/v1/full-face-swap/tasks", queue: Cpu,
-        api_path: "/api/v1/full-face-swap/jobs", task_type: Some("full_face_swap"),
-    },
-}
+with_job_kinds!(job_requests);
 
 /// The `api_path`s of the GPU kinds (their records' `job_type`).
 pub fn gpu_job_types() -> Vec<&'static str> {
@@ -123,22 +114,22 @@ pub fn gpu_job_types() -> Vec<&'static str> {
         .collect()
 }
 
-fn in_range(field: &str, value: i64, min: i64, max: i64) -> Result<(), ApiError> {
+fn in_range(field: &str, value: i64, min: i64, max: i64) -> Result<(), InvalidField> {
     if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(ApiError::invalid_field(
+        Err(InvalidField::new(
             field,
             format!("must be between {min} and {max}, got {value}"),
         ))
     }
 }
 
-fn in_range_f(field: &str, value: f64, min: f64, max: f64) -> Result<(), ApiError> {
+fn in_range_f(field: &str, value: f64, min: f64, max: f64) -> Result<(), InvalidField> {
     if value.is_finite() && (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(ApiError::invalid_field(
+        Err(InvalidField::new(
             field,
             format!("must be between {min} and {max}, got {value}"),
         ))
@@ -149,21 +140,18 @@ fn in_range_f(field: &str, value: f64, min: f64, max: f64) -> Result<(), ApiErro
 const MAX_URL_LEN: usize = 4096;
 
 /// Image URLs are fetched by the GPU/CPU hosts: absolute http(s) only.
-fn image_url(field: &str, value: &str) -> Result<(), ApiError> {
+fn image_url(field: &str, value: &str) -> Result<(), InvalidField> {
     let ok = (value.starts_with("https://") || value.starts_with("http://"))
         && value.len() <= MAX_URL_LEN
         && !value.chars().any(char::is_whitespace);
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid_field(
-            field,
-            "must be an absolute http(s) URL",
-        ))
+        Err(InvalidField::new(field, "must be an absolute http(s) URL"))
     }
 }
 
-fn optional_url(field: &str, value: Option<&str>) -> Result<(), ApiError> {
+fn optional_url(field: &str, value: Option<&str>) -> Result<(), InvalidField> {
     value.map_or(Ok(()), |v| image_url(field, v))
 }
 
@@ -191,11 +179,9 @@ fn url_schema_of(
         .build()
 }
 
-fn text(field: &str, value: Option<&str>) -> Result<(), ApiError> {
+fn text(field: &str, value: Option<&str>) -> Result<(), InvalidField> {
     match value {
-        Some(v) if v.len() > 10_000 => {
-            Err(ApiError::invalid_field(field, "is longer than 10000 bytes"))
-        }
+        Some(v) if v.len() > 10_000 => Err(InvalidField::new(field, "is longer than 10000 bytes")),
         _ => Ok(()),
     }
 }
@@ -246,7 +232,7 @@ pub struct CameraAngleJob {
 }
 
 impl CameraAngleJob {
-    fn check(&self) -> Result<(), ApiError> {
+    fn check(&self) -> Result<(), InvalidField> {
         image_url("image_url", &self.image_url)?;
         text("prompt", self.prompt.as_deref())?;
         in_range("vertical", self.vertical, -2, 2)?;
@@ -288,7 +274,7 @@ pub struct QwenImageEditJob {
 }
 
 impl QwenImageEditJob {
-    fn check(&self) -> Result<(), ApiError> {
+    fn check(&self) -> Result<(), InvalidField> {
         image_url("image_url", &self.image_url)?;
         optional_url("image2_url", self.image2_url.as_deref())?;
         optional_url("image3_url", self.image3_url.as_deref())?;
@@ -314,7 +300,7 @@ pub struct FaceMaskTask {
 }
 
 impl FaceMaskTask {
-    fn check(&self) -> Result<(), ApiError> {
+    fn check(&self) -> Result<(), InvalidField> {
         image_url("image_url", &self.image_url)?;
         text("face_position_prompt", self.face_position_prompt.as_deref())?;
         in_range("face_index", self.face_index, 0, 100)
@@ -335,7 +321,7 @@ pub struct FaceSwapTask {
 }
 
 impl FaceSwapTask {
-    fn check(&self) -> Result<(), ApiError> {
+    fn check(&self) -> Result<(), InvalidField> {
         image_url("masked_image_url", &self.masked_image_url)?;
         image_url("target_face_url", &self.target_face_url)?;
         text("prompt", self.prompt.as_deref())?;
@@ -366,7 +352,7 @@ pub struct FullFaceSwapTask {
 }
 
 impl FullFaceSwapTask {
-    fn check(&self) -> Result<(), ApiError> {
+    fn check(&self) -> Result<(), InvalidField> {
         image_url("source_image_url", &self.source_image_url)?;
         image_url("target_face_url", &self.target_face_url)?;
         text("model", Some(&self.model))?;

@@ -4,10 +4,11 @@
 pub mod admission;
 pub mod image_urls;
 pub mod kinds;
+pub mod message;
 pub mod settle;
 pub mod submit;
 pub mod view;
 pub mod watch;
 
 pub use crate::tasks::JobStatus;
-pub use kinds::{JobKind, JobRequest, QueueName};
+pub use kinds::{InvalidField, JobKind, JobRequest, QueueName};

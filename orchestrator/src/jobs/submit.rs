@@ -5,25 +5,134 @@
 //! request path: the GPU controller is only nudged, it talks to EC2 on its
 //! own time.
 
-use axum::{
-    Extension, Json,
-    extract::State,
-    http::{HeaderMap, StatusCode},
-};
-use common::{ApiError, caller::Caller, extract::ApiJson, rate_limit::ClientKey};
+use std::sync::Arc;
+
+use common::rate_limit::ClientKey;
+use gpu::GpuHandle;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-use super::{JobKind, JobRequest, JobStatus, QueueName, admission, image_urls::url_fields, settle};
+use super::{
+    InvalidField, JobKind, JobRequest, JobStatus, QueueName,
+    admission::{self, AdmissionSettings, Backlog},
+    image_urls::{ImageUrlPolicy, url_fields},
+    message::JobMessage,
+    settle,
+};
 use crate::{
-    App,
-    queue::IntakeError,
-    routes::AppState,
-    tasks::{IdempotencyClaim, NewTask, TaskStoreError, Transition},
+    queue::{IntakeError, JobQueue, OneFileIntake},
+    tasks::{IdempotencyClaim, NewTask, TaskStore, TaskStoreError, Transition},
     telemetry,
 };
+
+/// Everything a submit needs, built once at start-up.
+pub struct Intake {
+    pub tasks: Arc<dyn TaskStore>,
+    pub gpu_queue: Arc<dyn JobQueue>,
+    pub cpu_queue: Arc<dyn JobQueue>,
+    /// Embedded mode: record and message in one transaction.
+    pub one_file: Option<OneFileIntake>,
+    /// Where the image URLs of a job may point.
+    pub image_urls: Arc<ImageUrlPolicy>,
+    pub admission: AdmissionSettings,
+    /// Queue depths as last read, for the backlog caps.
+    pub backlog: Backlog,
+    /// Nudged when GPU work arrives; it talks to EC2 on its own time.
+    pub gpu: GpuHandle,
+    /// Background settles stop here (the settle sweep takes the rest).
+    pub shutdown: CancellationToken,
+}
+
+impl Intake {
+    pub fn queue(&self, name: QueueName) -> &Arc<dyn JobQueue> {
+        match name {
+            QueueName::Gpu => &self.gpu_queue,
+            QueueName::Cpu => &self.cpu_queue,
+        }
+    }
+}
+
+/// Why a submit was not accepted; the HTTP face maps each to its status.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// 422 naming the field.
+    #[error(transparent)]
+    Invalid(#[from] InvalidField),
+    /// 409: the Idempotency-Key is in use.
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// 429: backlog cap or daily quota; retry after so many seconds.
+    #[error("{detail}")]
+    Refused { detail: String, retry_after: u64 },
+    /// 503 naming the part.
+    #[error("{part} unavailable: {cause}")]
+    Unavailable { part: &'static str, cause: String },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<TaskStoreError> for SubmitError {
+    fn from(err: TaskStoreError) -> Self {
+        match err {
+            TaskStoreError::Unavailable(cause) => Self::Unavailable {
+                part: "task store",
+                cause,
+            },
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Who submits, as the HTTP face knows it.
+#[derive(Debug, Clone)]
+pub struct Submitter {
+    /// The rate-limit key: `user:<sub>` or the address.
+    pub client: ClientKey,
+    /// The signed-in user's `sub`.
+    pub owner_id: Option<String>,
+    /// The `Idempotency-Key` header, checked for shape.
+    pub idempotency_key: Option<String>,
+}
+
+/// Checks and accepts one job: validation, image origins and the backlog
+/// cap first, then the writes in their own task — a client that gives up
+/// mid-submit drops its request, not the writes: a record once written
+/// always gets its message (or ends `failed`).
+pub async fn submit<T: JobRequest>(
+    intake: &Arc<Intake>,
+    request: T,
+    submitter: Submitter,
+) -> Result<JobAccepted, SubmitError> {
+    request.validate()?;
+    let request_body =
+        serde_json::to_value(&request).map_err(|e| SubmitError::Internal(e.to_string()))?;
+    // The hosts fetch these URLs from inside the VPC: only the canvas's
+    // own origins (or IMAGE_URL_ORIGINS) may appear.
+    for (field, url) in url_fields(&request_body) {
+        intake
+            .image_urls
+            .check(url)
+            .map_err(|refusal| InvalidField::new(field, refusal))?;
+    }
+    admission::check_backlog(&intake.admission, &intake.backlog, T::KIND.queue)?;
+    let intake = intake.clone();
+    tokio::spawn(async move {
+        submit_checked(
+            &intake,
+            &T::KIND,
+            request_body,
+            submitter.idempotency_key.as_deref(),
+            &submitter.client,
+            submitter.owner_id.as_deref(),
+        )
+        .await
+    })
+    .await
+    .map_err(|e| SubmitError::Internal(e.to_string()))?
+}
 
 /// An idempotency key binds to its job for this long.
 const IDEMPOTENCY_TTL_SECONDS: i64 = 24 * 3600;
@@ -38,62 +147,6 @@ pub struct JobAccepted {
     pub error: Option<String>,
 }
 
-pub async fn submit_handler<T: JobRequest>(
-    State(app): State<AppState>,
-    client: Option<Extension<ClientKey>>,
-    caller: Caller,
-    headers: HeaderMap,
-    ApiJson(request): ApiJson<T>,
-) -> Result<(StatusCode, Json<JobAccepted>), ApiError> {
-    request.validate()?;
-    let request_body = serde_json::to_value(&request).map_err(ApiError::internal)?;
-    // The hosts fetch these URLs from inside the VPC: only the canvas's
-    // own origins (or IMAGE_URL_ORIGINS) may appear.
-    for (field, url) in url_fields(&request_body) {
-        app.image_urls
-            .check(url)
-            .map_err(|refusal| ApiError::invalid_field(field, refusal))?;
-    }
-    admission::check_backlog(&app.admission, &app.backlog, T::KIND.queue)?;
-    let key = idempotency_key(&headers)?;
-    // The rate-limit layer names the client; without it (a router driven
-    // directly) every caller is one client.
-    let client = client.map_or_else(|| ClientKey::of(None, None), |c| c.0);
-    // Its own task: a client that gives up mid-submit drops this handler,
-    // not the writes — a record once written always gets its message (or
-    // ends `failed`), whatever the connection does.
-    let accepted = tokio::spawn(async move {
-        submit(
-            &app,
-            &T::KIND,
-            request_body,
-            key.as_deref(),
-            &client,
-            caller.user_id.as_deref(),
-        )
-        .await
-    })
-    .await
-    .map_err(ApiError::internal)??;
-    Ok((StatusCode::ACCEPTED, Json(accepted)))
-}
-
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?
-        .trim();
-    if key.is_empty() || key.len() > 255 {
-        return Err(ApiError::bad_request(
-            "Idempotency-Key must be 1 to 255 characters",
-        ));
-    }
-    Ok(Some(key.to_owned()))
-}
-
 /// The stored form of an Idempotency-Key, scoped to its user: the same key
 /// from two users names two jobs, so a key never shows one user another's
 /// job. Anonymous keys hash as before accounts. (A header value cannot hold
@@ -106,32 +159,14 @@ fn idempotency_key_hash(owner_id: Option<&str>, key: &str) -> String {
     hex::encode(scoped)
 }
 
-/// The queue message, exactly as the adapters parse it.
-pub fn message_body(kind: &JobKind, task_id: &str, request_body: &Value) -> String {
-    let message = match kind.task_type {
-        Some(task_type) => json!({
-            "task_id": task_id,
-            "task_type": task_type,
-            "api_path": kind.api_path,
-            "request_body": request_body,
-        }),
-        None => json!({
-            "task_id": task_id,
-            "api_path": kind.api_path,
-            "request_body": request_body,
-        }),
-    };
-    message.to_string()
-}
-
-pub async fn submit(
-    app: &App,
+async fn submit_checked(
+    app: &Intake,
     kind: &'static JobKind,
     request_body: Value,
     idempotency_key: Option<&str>,
     client: &ClientKey,
     owner_id: Option<&str>,
-) -> Result<JobAccepted, ApiError> {
+) -> Result<JobAccepted, SubmitError> {
     let task_id = uuid::Uuid::new_v4().to_string();
     let now = crate::unix_now();
 
@@ -168,13 +203,13 @@ pub async fn submit(
                     }
                     // The first request holds the key but has not written its
                     // record yet (or is failing and about to free the key).
-                    None => Err(ApiError::conflict(
+                    None => Err(SubmitError::Conflict(
                         "A request with this Idempotency-Key is still being accepted; retry shortly",
                     )),
                 };
             }
             IdempotencyClaim::Existing { .. } => {
-                return Err(ApiError::conflict(
+                return Err(SubmitError::Conflict(
                     "Idempotency-Key was already used with a different request body",
                 ));
             }
@@ -206,7 +241,7 @@ pub async fn submit(
     app.backlog.accepted(kind.queue);
     telemetry::job_submitted(kind.name);
     if kind.queue == QueueName::Gpu {
-        app.gpu_work_arrived();
+        app.gpu.work_arrived();
     }
     Ok(pending(task_id))
 }
@@ -215,13 +250,13 @@ pub async fn submit(
 /// file; else the record (awaiting its message), the message, the confirm —
 /// see `settle` for what each failure leaves and who finishes it.
 async fn accept(
-    app: &App,
+    app: &Intake,
     kind: &'static JobKind,
     task_id: &str,
     request_body: &Value,
     now: i64,
     owner_id: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<(), SubmitError> {
     let mut task = NewTask {
         task_id: task_id.to_owned(),
         job_type: kind.api_path.to_owned(),
@@ -231,7 +266,7 @@ async fn accept(
         owner_id: owner_id.map(str::to_owned),
         awaiting_queue: false,
     };
-    let body = message_body(kind, task_id, request_body);
+    let body = JobMessage::new(kind, task_id, request_body.clone()).to_body();
     if let Some(one_file) = &app.one_file {
         let queue = one_file.queue(kind.queue);
         return match queue.send_with_task(&task, &body).await {
@@ -242,7 +277,10 @@ async fn accept(
                 if let Err(e) = queue.record_refused(&task, settle::NOT_QUEUED).await {
                     tracing::warn!(task_id, error = %e, "could not record the refused job");
                 }
-                Err(ApiError::unavailable("job queue", e))
+                Err(SubmitError::Unavailable {
+                    part: "job queue",
+                    cause: e.to_string(),
+                })
             }
         };
     }
@@ -260,7 +298,10 @@ async fn accept(
         // (which may name accounts and roles) only in the log.
         tracing::error!(task_id, error = %send_error, "could not queue the job");
         settle::fail(&app.tasks, &app.shutdown, task_id).await;
-        return Err(ApiError::unavailable("job queue", send_error));
+        return Err(SubmitError::Unavailable {
+            part: "job queue",
+            cause: send_error.to_string(),
+        });
     }
     match app.tasks.confirm_queued(task_id).await {
         Ok(Transition::Applied) => Ok(()),
@@ -272,10 +313,10 @@ async fn accept(
                 ?current,
                 "queued job was settled before its confirm"
             );
-            Err(ApiError::unavailable(
-                "task store",
-                "the job was settled before it could be confirmed",
-            ))
+            Err(SubmitError::Unavailable {
+                part: "task store",
+                cause: "the job was settled before it could be confirmed".to_owned(),
+            })
         }
         // The message is sent: the job is accepted, and runs once the
         // confirm lands (or ends `failed` if it never can).

@@ -8,7 +8,6 @@ mod sqs;
 
 use std::time::Duration;
 
-use common::ApiError;
 use serde::Serialize;
 
 /// Which queue (and so which host) runs a job.
@@ -58,15 +57,6 @@ pub enum QueueError {
     Other(String),
 }
 
-impl From<QueueError> for ApiError {
-    fn from(err: QueueError) -> Self {
-        match err {
-            QueueError::Unavailable(cause) => ApiError::unavailable("job queue", cause),
-            QueueError::Other(cause) => ApiError::internal(cause),
-        }
-    }
-}
-
 #[async_trait::async_trait]
 pub trait JobQueue: Send + Sync + 'static {
     async fn send(&self, body: &str) -> Result<(), QueueError>;
@@ -99,5 +89,21 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Readiness: the queue answers.
     async fn ping(&self) -> Result<(), QueueError> {
         self.depth().await.map(|_| ())
+    }
+}
+
+/// The embedded queues, which can take a job's record with its message.
+#[derive(Clone)]
+pub struct OneFileIntake {
+    pub gpu: std::sync::Arc<EmbeddedQueue>,
+    pub cpu: std::sync::Arc<EmbeddedQueue>,
+}
+
+impl OneFileIntake {
+    pub fn queue(&self, name: QueueName) -> &std::sync::Arc<EmbeddedQueue> {
+        match name {
+            QueueName::Gpu => &self.gpu,
+            QueueName::Cpu => &self.cpu,
+        }
     }
 }

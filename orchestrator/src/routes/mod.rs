@@ -1,17 +1,18 @@
 //! The HTTP surface: the router and the OpenAPI document, built from the
 //! same route list.
 
+mod errors;
 mod events;
 mod gpu;
 mod health;
 pub mod jobs;
+mod submit;
 
 use std::{sync::Arc, time::Instant};
 
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, MatchedPath, Request},
-    http::Method,
     middleware::{self, Next},
     response::Response,
     routing::get,
@@ -55,12 +56,10 @@ impl utoipa::Modify for AdminToken {
 /// `jobs_rate` limits the submit routes per client.
 fn api(jobs_rate: Arc<common::rate_limit::RateLimit>) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(
-            crate::jobs::kinds::routes().layer(middleware::from_fn_with_state(
-                jobs_rate,
-                common::rate_limit::limit,
-            )),
-        )
+        .merge(submit::routes().layer(middleware::from_fn_with_state(
+            jobs_rate,
+            common::rate_limit::limit,
+        )))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(events::job_events))
@@ -102,13 +101,6 @@ pub fn router(app: AppState, http: &HttpSettings) -> Router {
         .layer(middleware::from_fn(record_latency))
         .with_state(app);
     common::http::with_middleware(routes, http)
-}
-
-/// Requests the accounts layer leaves alone besides health, readiness,
-/// metrics and the OpenAPI document: GPU start/stop carry their own bearer
-/// token (`ADMIN_TOKEN`), not a user's.
-pub fn is_public(method: &Method, path: &str) -> bool {
-    *method == Method::POST && matches!(path, "/api/v1/gpu/start" | "/api/v1/gpu/stop")
 }
 
 /// Request latency by route template (not raw path: ids would explode the

@@ -11,7 +11,6 @@ mod status;
 pub use dynamodb::DynamoTaskStore;
 pub use sqlite::SqliteTaskStore;
 
-use common::ApiError;
 use serde::Serialize;
 
 pub use status::JobStatus;
@@ -158,15 +157,6 @@ pub enum TaskStoreError {
     Unavailable(String),
     #[error("task store error: {0}")]
     Other(String),
-}
-
-impl From<TaskStoreError> for ApiError {
-    fn from(err: TaskStoreError) -> Self {
-        match err {
-            TaskStoreError::Unavailable(cause) => ApiError::unavailable("task store", cause),
-            other => ApiError::internal(other),
-        }
-    }
 }
 
 #[async_trait::async_trait]

@@ -12,24 +12,23 @@ pub mod backend;
 
 use std::{sync::Arc, time::Duration};
 
-use serde::Deserialize;
-use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use self::backend::{Backend, BackendError, BackendStatus};
-
-/// How long a worker holds a message whose submit has not confirmed it
-/// before giving it back to the queue.
-const AWAIT_QUEUED: Duration = Duration::from_secs(5);
 use crate::{
     jobs::{
         JobStatus, QueueName,
         image_urls::{ImageUrlPolicy, url_fields},
+        message::JobMessage,
     },
     queue::{JobQueue, QueueMessage},
     tasks::{Detail, StatusChange, TaskStore, Transition},
 };
+
+/// How long a worker holds a message whose submit has not confirmed it
+/// before giving it back to the queue.
+const AWAIT_QUEUED: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -86,15 +85,6 @@ pub enum Outcome {
     Released,
     /// Malformed: sent to the dead letters.
     DeadLettered,
-}
-
-/// The message body the orchestrator sends (`CONTRACT.md` §2).
-#[derive(Debug, Deserialize)]
-struct JobMessage {
-    task_id: String,
-    api_path: String,
-    #[serde(default)]
-    request_body: Value,
 }
 
 pub struct Worker {
@@ -178,7 +168,7 @@ impl Worker {
 
     /// Runs one message to its end. Public so tests can drive one message.
     pub async fn handle(&self, message: QueueMessage, release: &CancellationToken) -> Outcome {
-        let job: JobMessage = match serde_json::from_str(&message.body) {
+        let job = match JobMessage::parse(&message.body) {
             Ok(job) => job,
             Err(e) => {
                 return self
