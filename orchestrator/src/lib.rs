@@ -7,13 +7,14 @@
 //! reaper, metrics).
 
 pub mod app;
-pub mod background;
 pub mod config;
 pub mod jobs;
+pub mod metrics;
 pub mod queue;
 pub mod routes;
+pub mod stores;
+pub mod sweeps;
 pub mod tasks;
-pub mod telemetry;
 pub mod worker;
 
 pub use app::App;

@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use orchestrator::background;
+use orchestrator::sweeps;
 use serde_json::json;
 use support::{MAX_RECEIVES, TestApp, TestAppBuilder};
 
@@ -458,7 +458,7 @@ async fn dead_letters_fail_the_job_after_max_receives(builder: TestAppBuilder) {
     assert!(adapter.receive("gpu", Duration::ZERO).await.is_none());
     assert_eq!(app.job(&job_id).await["status"], "processing");
 
-    assert_eq!(background::drain_dead_letters(&app.app).await.unwrap(), 1);
+    assert_eq!(sweeps::drain_dead_letters(&app.app).await.unwrap(), 1);
     let job = app.job(&job_id).await;
     assert_eq!(job["status"], "failed");
     assert_eq!(
@@ -467,7 +467,7 @@ async fn dead_letters_fail_the_job_after_max_receives(builder: TestAppBuilder) {
     );
     assert_eq!(job["attempts"], MAX_RECEIVES);
     // Drained: a second sweep finds nothing.
-    assert_eq!(background::drain_dead_letters(&app.app).await.unwrap(), 0);
+    assert_eq!(sweeps::drain_dead_letters(&app.app).await.unwrap(), 0);
 }
 
 async fn reaper_fails_jobs_stuck_in_processing(builder: TestAppBuilder) {
@@ -503,7 +503,7 @@ async fn reaper_fails_jobs_stuck_in_processing(builder: TestAppBuilder) {
         .submit("/api/v1/camera-angle/jobs", json!({"image_url": IMAGE}))
         .await;
 
-    assert_eq!(background::reap_stale_jobs(&app.app).await.unwrap(), 2);
+    assert_eq!(sweeps::reap_stale_jobs(&app.app).await.unwrap(), 2);
     let job = app.job(&forgotten).await;
     assert_eq!(job["status"], "failed");
     assert!(
@@ -519,7 +519,7 @@ async fn reaper_fails_jobs_stuck_in_processing(builder: TestAppBuilder) {
     );
     assert_eq!(app.job(&busy).await["status"], "processing");
     assert_eq!(app.job(&done).await["status"], "completed");
-    assert_eq!(background::reap_stale_jobs(&app.app).await.unwrap(), 0);
+    assert_eq!(sweeps::reap_stale_jobs(&app.app).await.unwrap(), 0);
 }
 
 async fn operations_endpoints(builder: TestAppBuilder) {
@@ -538,7 +538,7 @@ async fn operations_endpoints(builder: TestAppBuilder) {
 
     app.submit("/api/v1/face-mask/tasks", json!({"image_url": IMAGE}))
         .await;
-    background::record_queue_depths(&app.app).await;
+    sweeps::record_queue_depths(&app.app).await;
     let metrics = app.get("/metrics").await;
     assert_eq!(metrics.status, StatusCode::OK);
     let text = metrics.text();

@@ -10,8 +10,8 @@ mod support;
 use std::{sync::Arc, time::Duration};
 
 use orchestrator::{
-    background,
     jobs::QueueName,
+    sweeps,
     worker::{Outcome, Worker, WorkerSettings},
 };
 use serde_json::json;
@@ -333,7 +333,7 @@ async fn a_backend_that_always_fails_ends_in_failed(builder: TestAppBuilder) {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(background::drain_dead_letters(&app.app).await.unwrap(), 1);
+    assert_eq!(sweeps::drain_dead_letters(&app.app).await.unwrap(), 1);
     let view = app.job(&job).await;
     assert_eq!(view["status"], "failed");
     assert_eq!(

@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     jobs::JobStatus,
+    metrics,
     tasks::{StatusChange, TaskStore, TaskStoreError, Transition},
-    telemetry,
 };
 
 /// A record still awaiting its message this long after it was written was
@@ -70,7 +70,7 @@ impl Settle {
     fn settled(self, task_id: &str, outcome: &Transition) {
         match (self, outcome) {
             (Self::Fail, Transition::Applied) => {
-                telemetry::status_changed("pending", "failed");
+                metrics::status_changed("pending", "failed");
                 tracing::info!(task_id, "unqueued job marked failed");
             }
             (Self::Confirm, Transition::Applied) => {
@@ -156,7 +156,7 @@ pub async fn sweep_unqueued(tasks: &dyn TaskStore) -> Result<usize, TaskStoreErr
     for record in tasks.unqueued(before, 100).await? {
         let outcome = Settle::Fail.apply(tasks, &record.task_id).await?;
         if outcome == Transition::Applied {
-            telemetry::status_changed("pending", "failed");
+            metrics::status_changed("pending", "failed");
             tracing::warn!(
                 task_id = record.task_id,
                 "job never confirmed queued by its submit: marked failed"

@@ -23,9 +23,9 @@ use super::{
     settle,
 };
 use crate::{
+    metrics,
     queue::{IntakeError, JobQueue, OneFileIntake},
     tasks::{IdempotencyClaim, NewTask, TaskStore, TaskStoreError, Transition},
-    telemetry,
 };
 
 /// Everything a submit needs, built once at start-up.
@@ -239,7 +239,7 @@ async fn submit_checked(
     }
     accepted?;
     app.backlog.accepted(kind.queue);
-    telemetry::job_submitted(kind.name);
+    metrics::job_submitted(kind.name);
     if kind.queue == QueueName::Gpu {
         app.gpu.work_arrived();
     }

@@ -59,9 +59,9 @@ pub async fn ready(State(app): State<AppState>) -> axum::response::Response {
 /// depths, GPU state, HTTP latency.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    crate::telemetry::gpu_state(&app.gpu.status());
+    crate::metrics::gpu_state(&app.gpu.status());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::telemetry::metrics_handle().render(),
+        crate::metrics::metrics_handle().render(),
     )
 }

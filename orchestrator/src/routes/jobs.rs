@@ -101,7 +101,7 @@ pub async fn cancel_job(
         .await?
     {
         Transition::Applied => {
-            crate::telemetry::status_changed("active", "cancelled");
+            crate::metrics::status_changed("active", "cancelled");
         }
         Transition::Refused { current: None } => {
             // Either no such job, or a record without status (written by an

@@ -118,7 +118,7 @@ async fn record_latency(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
-    crate::telemetry::http_request(
+    crate::metrics::http_request(
         method,
         route,
         response.status().as_u16(),

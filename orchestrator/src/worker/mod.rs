@@ -9,6 +9,7 @@
 //! to a second worker), and a cancelled job is noticed at the next heartbeat.
 
 pub mod backend;
+pub mod cli;
 
 use std::{sync::Arc, time::Duration};
 
@@ -451,7 +452,7 @@ impl Worker {
             .await
         {
             Ok(Transition::Applied) => {
-                crate::telemetry::status_changed("processing", change.to.as_str());
+                crate::metrics::status_changed("processing", change.to.as_str());
                 tracing::info!(
                     task_id = job.task_id,
                     status = change.to.as_str(),

@@ -12,9 +12,9 @@ use std::{sync::Arc, time::Duration};
 use crate::{
     App,
     jobs::{JobStatus, QueueName, message::JobMessage, settle},
+    metrics,
     queue::QueueMessage,
     tasks::{StatusChange, Transition},
-    telemetry,
 };
 
 pub fn spawn(app: Arc<App>) {
@@ -95,7 +95,7 @@ pub async fn drain_dead_letters(app: &App) -> Result<usize, String> {
                             .await
                             .map_err(|e| e.to_string())?;
                         if outcome == Transition::Applied {
-                            telemetry::status_changed("active", "failed");
+                            metrics::status_changed("active", "failed");
                             tracing::warn!(
                                 task_id,
                                 attempts = message.receive_count,
@@ -152,7 +152,7 @@ pub async fn reap_stale_jobs(app: &App) -> Result<usize, String> {
                 .map_err(|e| e.to_string())?
                 == Transition::Applied
             {
-                telemetry::status_changed(status.as_str(), "failed");
+                metrics::status_changed(status.as_str(), "failed");
                 tracing::warn!(
                     task_id = record.task_id,
                     from = status.as_str(),
@@ -172,8 +172,8 @@ pub async fn record_queue_depths(app: &App) {
                 app.intake
                     .backlog
                     .observed(name, depth.visible.saturating_add(depth.in_flight));
-                telemetry::queue_depth(name.as_str(), "visible", depth.visible);
-                telemetry::queue_depth(name.as_str(), "in_flight", depth.in_flight);
+                metrics::queue_depth(name.as_str(), "visible", depth.visible);
+                metrics::queue_depth(name.as_str(), "in_flight", depth.in_flight);
             }
             Err(e) => tracing::warn!(queue = name.as_str(), error = %e, "queue depth unavailable"),
         }
