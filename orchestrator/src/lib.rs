@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod config;
+pub mod domain;
 pub mod jobs;
 pub mod metrics;
 pub mod queue;

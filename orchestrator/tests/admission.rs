@@ -15,7 +15,7 @@ use axum::{
 };
 use orchestrator::tasks::NewTask;
 use orchestrator::{
-    jobs::QueueName,
+    jobs::{JobKind, QueueName},
     worker::{Outcome, Worker, WorkerSettings},
 };
 use serde_json::{Value, json};
@@ -199,9 +199,7 @@ async fn the_worker_dead_letters_urls_it_must_not_fetch(builder: TestAppBuilder)
         .tasks
         .create(&NewTask {
             task_id: smuggled.clone(),
-            job_type: "/api/v1/face-mask/jobs".into(),
-            kind: "face-mask".into(),
-            queue: "cpu".into(),
+            kind: JobKind::named("face-mask").expect("a kind"),
             now: 1_700_000_000,
             owner_id: None,
             awaiting_queue: false,

@@ -337,7 +337,7 @@ async fn a_202_whose_confirm_was_cut_still_runs() {
     dynamo.restore_networking();
     assert!(
         eventually(&app, &job, |r| !r.awaiting_queue
-            && r.status.as_deref() == Some("pending"))
+            && r.status == Some(JobStatus::Pending.into()))
         .await,
         "the confirm never landed: {:?}",
         app.app.tasks.get(&job).await
@@ -465,9 +465,7 @@ async fn unconfirmed_job(app: &TestApp, created_at: i64) -> String {
         .tasks
         .create(&NewTask {
             task_id: task_id.clone(),
-            job_type: kind.api_path.to_owned(),
-            kind: kind.name.to_owned(),
-            queue: kind.queue.as_str().to_owned(),
+            kind,
             now: created_at,
             owner_id: None,
             awaiting_queue: true,

@@ -6,20 +6,7 @@
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use utoipa::ToSchema;
 
-pub use crate::queue::QueueName;
-
-#[derive(Debug)]
-pub struct JobKind {
-    /// Short name, e.g. `camera-angle`; a metrics label and a record field.
-    pub name: &'static str,
-    /// The public route the frontend posts to.
-    pub route: &'static str,
-    pub queue: QueueName,
-    /// The path the adapter calls on its host; also the record's `job_type`.
-    pub api_path: &'static str,
-    /// Only CPU messages carry a `task_type`.
-    pub task_type: Option<&'static str>,
-}
+pub use crate::domain::{JobKind, QueueName};
 
 /// A field of a request out of range or malformed: 422 naming it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,6 +91,13 @@ macro_rules! job_requests {
 }
 
 with_job_kinds!(job_requests);
+
+impl JobKind {
+    /// The kind of this short name (`camera-angle`, `face-mask`, …).
+    pub fn named(name: &str) -> Option<&'static JobKind> {
+        KINDS.iter().find(|k| k.name == name)
+    }
+}
 
 /// The `api_path`s of the GPU kinds (their records' `job_type`).
 pub fn gpu_job_types() -> Vec<&'static str> {

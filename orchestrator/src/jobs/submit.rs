@@ -259,9 +259,7 @@ async fn accept(
 ) -> Result<(), SubmitError> {
     let mut task = NewTask {
         task_id: task_id.to_owned(),
-        job_type: kind.api_path.to_owned(),
-        kind: kind.name.to_owned(),
-        queue: kind.queue.as_str().to_owned(),
+        kind,
         now,
         owner_id: owner_id.map(str::to_owned),
         awaiting_queue: false,

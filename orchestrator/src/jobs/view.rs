@@ -63,8 +63,14 @@ impl From<TaskRecord> for JobView {
             .job_type
             .as_deref()
             .and_then(|job_type| KINDS.iter().find(|k| k.api_path == job_type));
-        let cancelled = record.status.as_deref() == Some(JobStatus::Cancelled.as_str());
-        let completed = record.status.as_deref() == Some(JobStatus::Completed.as_str());
+        let cancelled = record
+            .status
+            .as_ref()
+            .is_some_and(|s| s.is(JobStatus::Cancelled));
+        let completed = record
+            .status
+            .as_ref()
+            .is_some_and(|s| s.is(JobStatus::Completed));
         let error = record.error.or(record.error_message);
         // A completed job has no error, whatever was written before.
         let (error, note) = if completed {
@@ -76,7 +82,9 @@ impl From<TaskRecord> for JobView {
             status: if cancelled {
                 JobStatus::Failed.as_str().to_owned()
             } else {
-                record.status.unwrap_or_else(|| "unknown".to_owned())
+                record
+                    .status
+                    .map_or_else(|| "unknown".to_owned(), |s| s.as_str().to_owned())
             },
             result_url: record.result_url.or(record.result_s3_uri),
             error: if cancelled {

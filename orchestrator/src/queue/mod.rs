@@ -8,25 +8,7 @@ mod sqs;
 
 use std::time::Duration;
 
-use serde::Serialize;
-
-/// Which queue (and so which host) runs a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QueueName {
-    Gpu,
-    Cpu,
-}
-
-impl QueueName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Gpu => "gpu",
-            Self::Cpu => "cpu",
-        }
-    }
-}
-
+pub use crate::domain::QueueName;
 pub use embedded::{EmbeddedQueue, IntakeError};
 pub use sqs::{SqsQueue, client as sqs_client};
 

@@ -16,8 +16,8 @@ use aws_sdk_dynamodb::{
 
 use super::JobStatus;
 use super::{
-    IdempotencyClaim, NewTask, QuotaCount, StatusChange, TaskRecord, TaskStore, TaskStoreError,
-    Transition,
+    IdempotencyClaim, NewTask, QuotaCount, StatusChange, StoredStatus, TaskRecord, TaskStore,
+    TaskStoreError, Transition,
 };
 
 pub const STATUS_INDEX: &str = "status-created_at-index";
@@ -157,7 +157,7 @@ fn number(item: &Item, name: &str) -> Option<i64> {
 fn record(item: &Item) -> TaskRecord {
     TaskRecord {
         task_id: string(item, "task_id").unwrap_or_default(),
-        status: string(item, "status").map(|s| s.to_ascii_lowercase()),
+        status: string(item, "status").map(StoredStatus::from),
         job_type: string(item, "job_type"),
         kind: string(item, "kind"),
         queue: string(item, "queue"),
@@ -196,7 +196,7 @@ where
         {
             let current = match service.err() {
                 aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(e) => {
-                    e.item().and_then(|item| string(item, "status")).map(|s| s.to_ascii_lowercase())
+                    e.item().and_then(|item| string(item, "status")).map(StoredStatus::from)
                 }
                 _ => None,
             };
@@ -215,9 +215,9 @@ impl TaskStore for DynamoTaskStore {
             .table_name(&self.table)
             .item("task_id", s(&task.task_id))
             .item("status", s(JobStatus::Pending.as_str()))
-            .item("job_type", s(&task.job_type))
-            .item("kind", s(&task.kind))
-            .item("queue", s(&task.queue))
+            .item("job_type", s(task.kind.api_path))
+            .item("kind", s(task.kind.name))
+            .item("queue", s(task.kind.queue.as_str()))
             .item("created_at", n(task.now))
             .item("updated_at", n(task.now));
         // An extra attribute: the old adapters update items by name and

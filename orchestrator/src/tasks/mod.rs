@@ -6,22 +6,22 @@
 
 mod dynamodb;
 pub(crate) mod sqlite;
-mod status;
 
 pub use dynamodb::DynamoTaskStore;
 pub use sqlite::SqliteTaskStore;
 
 use serde::Serialize;
 
-pub use status::JobStatus;
+use crate::domain::JobKind;
+pub use crate::domain::{JobStatus, StoredStatus};
 
 /// A job's record as stored. Items written by an old adapter's `UpdateItem`
 /// alone may lack everything but `task_id`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct TaskRecord {
     pub task_id: String,
-    /// Lower-case; `None` when the item has no status attribute.
-    pub status: Option<String>,
+    /// `None` when the item has no status attribute.
+    pub status: Option<StoredStatus>,
     /// The job's `api_path`.
     pub job_type: Option<String>,
     pub kind: Option<String>,
@@ -50,9 +50,8 @@ pub struct TaskRecord {
 #[derive(Debug, Clone)]
 pub struct NewTask {
     pub task_id: String,
-    pub job_type: String,
-    pub kind: String,
-    pub queue: String,
+    /// Its kind: the record's `kind`, `queue` and `job_type` (`api_path`).
+    pub kind: &'static JobKind,
     pub now: i64,
     /// The submitter's `sub`, when signed in.
     pub owner_id: Option<String>,
@@ -125,7 +124,7 @@ pub enum Transition {
     /// The record was not in one of the expected states (or not there):
     /// nothing was written. Carries the status found, if any.
     Refused {
-        current: Option<String>,
+        current: Option<StoredStatus>,
     },
 }
 

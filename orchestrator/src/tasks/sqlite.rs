@@ -5,8 +5,8 @@
 use sqlx::{Row, sqlite::SqliteRow};
 
 use super::{
-    IdempotencyClaim, NewTask, QuotaCount, StatusChange, TaskRecord, TaskStore, TaskStoreError,
-    Transition,
+    IdempotencyClaim, NewTask, QuotaCount, StatusChange, StoredStatus, TaskRecord, TaskStore,
+    TaskStoreError, Transition,
 };
 use common::sqlite::SqlitePools;
 
@@ -36,7 +36,7 @@ impl SqliteTaskStore {
         })
     }
 
-    async fn current_status(&self, task_id: &str) -> Result<Option<String>, TaskStoreError> {
+    async fn current_status(&self, task_id: &str) -> Result<Option<StoredStatus>, TaskStoreError> {
         Ok(self.get(task_id).await?.and_then(|r| r.status))
     }
 }
@@ -64,9 +64,9 @@ pub(crate) async fn insert_task(
     )
     .bind(&task.task_id)
     .bind(status.as_str())
-    .bind(&task.job_type)
-    .bind(&task.kind)
-    .bind(&task.queue)
+    .bind(task.kind.api_path)
+    .bind(task.kind.name)
+    .bind(task.kind.queue.as_str())
     .bind(task.now)
     .bind(&task.owner_id)
     .bind(error_message)
@@ -88,7 +88,7 @@ fn record(row: &SqliteRow) -> Result<TaskRecord, sqlx::Error> {
         task_id: row.try_get("task_id")?,
         status: row
             .try_get::<Option<String>, _>("status")?
-            .map(|s| s.to_ascii_lowercase()),
+            .map(StoredStatus::from),
         job_type: row.try_get("job_type")?,
         kind: row.try_get("kind")?,
         queue: row.try_get("queue")?,

@@ -24,6 +24,7 @@ use crate::{
         message::JobMessage,
     },
     queue::{JobQueue, QueueMessage},
+    tasks::StoredStatus,
     tasks::{Detail, StatusChange, TaskStore, Transition},
 };
 
@@ -206,12 +207,7 @@ impl Worker {
         } else {
             record
         };
-        if record
-            .status
-            .as_deref()
-            .and_then(JobStatus::parse)
-            .is_some_and(JobStatus::is_final)
-        {
+        if record.status.as_ref().is_some_and(StoredStatus::is_final) {
             tracing::info!(task_id = job.task_id, status = ?record.status, "job already final: message acknowledged");
             self.ack(&message).await;
             return Outcome::Skipped;
@@ -544,7 +540,10 @@ async fn heartbeat(
             tracing::warn!(task_id, error = %e, "could not extend the message's visibility");
         }
         if let Ok(Some(record)) = tasks.get(&task_id).await
-            && record.status.as_deref() == Some(JobStatus::Cancelled.as_str())
+            && record
+                .status
+                .as_ref()
+                .is_some_and(|s| s.is(JobStatus::Cancelled))
         {
             cancelled.cancel();
             return;
