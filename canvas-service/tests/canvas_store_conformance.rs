@@ -197,7 +197,7 @@ async fn update_position_stores_any_float_exactly(builder: TestAppBuilder) {
     let key = "images/s/a.png";
     s.add(&image(session, key, 0.0, 0.0)).await;
     for (x, y) in [
-        (0.1 + 0.2, -1234.567_890_123_456_7),
+        (0.1 + 0.2, -1_234.567_890_123_456_7),
         (1e300, -1e-300),
         (f64::MAX, f64::MIN_POSITIVE),
         (5e-324, -123_456_789.987_654_32),

@@ -209,7 +209,7 @@ async fn dead_letter_moves_a_message_at_once(builder: TestAppBuilder) {
     let q = subject(builder).await;
     q.send("malformed").await;
     q.send("fine").await;
-    let mut messages = vec![q.receive_one(HIDDEN).await, q.receive_one(HIDDEN).await];
+    let mut messages = [q.receive_one(HIDDEN).await, q.receive_one(HIDDEN).await];
     messages.sort_by(|a, b| a.body.cmp(&b.body));
     let (fine, malformed) = (&messages[0], &messages[1]);
     q.queue.dead_letter(malformed).await.expect("dead letter");
