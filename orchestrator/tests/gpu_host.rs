@@ -28,6 +28,12 @@ async fn wait_for_state(ec2: &aws_sdk_ec2::Client, id: &str, state: &str, limit:
     false
 }
 
+/// How many times the GPU controller has looked at the host so far.
+async fn gpu_looks(app: &TestApp) -> u64 {
+    let status = app.get("/api/v1/gpu").await.json();
+    status["looks"].as_u64().expect("looks in the GPU status")
+}
+
 #[tokio::test]
 async fn gpu_job_starts_the_stopped_host_and_idle_stops_it() {
     let Some(builder) = TestApp::aws().await else {
@@ -43,10 +49,28 @@ async fn gpu_job_starts_the_stopped_host_and_idle_stops_it() {
         .await;
     assert!(wait_for_state(&ec2, &instance, "stopped", Duration::from_secs(3)).await);
 
-    // A CPU job leaves the GPU host alone.
+    // A CPU job leaves the GPU host alone: with its message on the CPU
+    // queue, the controller runs a whole poll (a look at the host, a read of
+    // the GPU work) and leaves the host stopped.
     app.submit("/api/v1/face-mask/tasks", json!({"image_url": IMAGE}))
         .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(app.app.cpu_queue.depth().await.unwrap().visible, 1);
+    let looked = gpu_looks(&app).await;
+    let started = Instant::now();
+    let status = loop {
+        let status = app.get("/api/v1/gpu").await.json();
+        if status["looks"].as_u64().unwrap() >= looked + 2 {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the GPU controller did not poll: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status["state"], "stopped", "{status}");
+    assert_eq!(status["queued"], 0, "{status}");
+    assert_eq!(status["pending_start"], false, "{status}");
     assert_eq!(support::instance_state(&ec2, &instance).await, "stopped");
 
     // A GPU job: 202 at once, then the host starts within seconds.

@@ -570,6 +570,7 @@ impl Shared {
             queued: cache.work.as_ref().map(|w| w.queued),
             in_flight: cache.work.as_ref().map(|w| w.in_flight),
             processing: cache.work.as_ref().map(|w| w.processing),
+            looks: self.looks.load(Ordering::SeqCst),
         }
     }
 }

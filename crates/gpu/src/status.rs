@@ -49,6 +49,12 @@ pub struct GpuStatus {
     pub queued: Option<u64>,
     pub in_flight: Option<u64>,
     pub processing: Option<u64>,
+    /// How many times this controller has looked at the host since it
+    /// started. A poll looks first, then reads the work and acts; the next
+    /// poll's look comes after. A count two past one read earlier therefore
+    /// means a whole poll began and ended in between: what a test waits for,
+    /// instead of sleeping, to see the controller leave a host alone.
+    pub looks: u64,
 }
 
 impl GpuStatus {
@@ -73,6 +79,7 @@ impl GpuStatus {
             queued: None,
             in_flight: None,
             processing: None,
+            looks: 0,
         }
     }
 
