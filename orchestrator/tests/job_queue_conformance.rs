@@ -336,7 +336,6 @@ mod divergences {
     }
 
     #[tokio::test]
-    #[ignore = "SQS diverges: receive_dead reports the redrive policy's maxReceiveCount for every dead letter, also for one dead_letter() moved after a single receive"]
     async fn aws_an_at_once_dead_letter_keeps_its_real_receive_count() {
         if let Some(builder) = TestApp::aws().await {
             an_at_once_dead_letter_keeps_its_real_receive_count(builder).await;

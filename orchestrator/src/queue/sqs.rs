@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_sqs::{
     Client,
     error::{ProvideErrorMetadata, SdkError},
-    types::{MessageSystemAttributeName, QueueAttributeName},
+    types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName},
 };
 
 use super::{JobQueue, QueueDepth, QueueError, QueueMessage};
@@ -112,6 +112,7 @@ impl SqsQueue {
         max: u32,
         wait: Duration,
         visibility: Duration,
+        dead: bool,
     ) -> Result<Vec<QueueMessage>, QueueError> {
         let output = self
             .client
@@ -123,6 +124,7 @@ impl SqsQueue {
             .wait_time_seconds(i32::try_from(wait.as_secs().min(10)).unwrap_or(10))
             .visibility_timeout(seconds(visibility))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_attribute_names(TRIED_ATTRIBUTE)
             // A long poll legitimately waits up to 10 s for a message: its
             // deadline is the wait plus a margin, not the dependency timeout.
             .customize()
@@ -141,11 +143,10 @@ impl SqsQueue {
                     message_id: m.message_id()?.to_owned(),
                     receipt: m.receipt_handle()?.to_owned(),
                     body: m.body().unwrap_or_default().to_owned(),
-                    receive_count: m
-                        .attributes()
-                        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                        .and_then(|c| c.parse().ok())
-                        .unwrap_or(1),
+                    receive_count: receive_count(
+                        m,
+                        dead.then_some(self.max_receive_count).flatten(),
+                    ),
                 })
             })
             .collect())
@@ -217,7 +218,8 @@ impl JobQueue for SqsQueue {
         wait: Duration,
         visibility: Duration,
     ) -> Result<Vec<QueueMessage>, QueueError> {
-        self.receive_from(&self.url, max, wait, visibility).await
+        self.receive_from(&self.url, max, wait, visibility, false)
+            .await
     }
 
     async fn delete(&self, receipt: &str) -> Result<(), QueueError> {
@@ -269,15 +271,8 @@ impl JobQueue for SqsQueue {
         match &self.dlq_url {
             None => Ok(vec![]),
             Some(url) => {
-                let mut messages = self
-                    .receive_from(url, max, Duration::ZERO, Duration::from_secs(30))
-                    .await?;
-                if let Some(attempts) = self.max_receive_count {
-                    for message in &mut messages {
-                        message.receive_count = attempts;
-                    }
-                }
-                Ok(messages)
+                self.receive_from(url, max, Duration::ZERO, Duration::from_secs(30), true)
+                    .await
             }
         }
     }
@@ -289,6 +284,14 @@ impl JobQueue for SqsQueue {
                     .send_message()
                     .queue_url(dlq)
                     .message_body(&message.body)
+                    .message_attributes(
+                        TRIED_ATTRIBUTE,
+                        MessageAttributeValue::builder()
+                            .data_type("Number")
+                            .string_value(message.receive_count.to_string())
+                            .build()
+                            .map_err(|e| QueueError::Other(e.to_string()))?,
+                    )
                     .send()
                     .await
                     .map_err(classify)?;
@@ -317,4 +320,24 @@ impl JobQueue for SqsQueue {
             .map_err(classify)?;
         Ok(())
     }
+}
+
+/// The attribute `dead_letter` stamps on a message it moves: how often it was
+/// really tried (SQS counts receives afresh on the dead-letter queue).
+const TRIED_ATTRIBUTE: &str = "tried";
+
+/// How often a message was tried: what `dead_letter` recorded when it moved
+/// it; for a dead letter the redrive policy moved, `used_up` (its receives
+/// ran out); else SQS's own count of receives.
+fn receive_count(message: &aws_sdk_sqs::types::Message, used_up: Option<u32>) -> u32 {
+    let marked = message
+        .message_attributes()
+        .and_then(|a| a.get(TRIED_ATTRIBUTE))
+        .and_then(|v| v.string_value())
+        .and_then(|c| c.parse().ok());
+    let counted = message
+        .attributes()
+        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+        .and_then(|c| c.parse().ok());
+    marked.or(used_up).or(counted).unwrap_or(1)
 }

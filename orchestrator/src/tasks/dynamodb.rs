@@ -256,6 +256,11 @@ impl TaskStore for DynamoTaskStore {
 
     async fn get_many(&self, task_ids: &[String]) -> Result<Vec<TaskRecord>, TaskStoreError> {
         use aws_sdk_dynamodb::types::KeysAndAttributes;
+        // BatchGetItem refuses a key named twice.
+        let mut unique: Vec<&String> = task_ids.iter().collect();
+        unique.sort();
+        unique.dedup();
+        let task_ids = unique;
         let mut records = Vec::with_capacity(task_ids.len());
         // BatchGetItem takes 100 keys; what it leaves unprocessed (throttling)
         // is asked again, a bounded number of times.
@@ -353,6 +358,12 @@ impl TaskStore for DynamoTaskStore {
         before: i64,
         change: &StatusChange,
     ) -> Result<Transition, TaskStoreError> {
+        // A final status is never overwritten, even when named.
+        if status.is_final() {
+            return Ok(Transition::Refused {
+                current: self.get(task_id).await?.and_then(|r| r.status),
+            });
+        }
         let result = self
             .client
             .update_item()
@@ -507,10 +518,13 @@ impl TaskStore for DynamoTaskStore {
         gpu_job_types: &[&str],
         since: i64,
     ) -> Result<(u64, Option<i64>), TaskStoreError> {
-        let (processing, mut latest) = self
-            .scan_status("processing", gpu_job_types, None, false)
+        // Every processing job counts; only the jobs created since `since`
+        // give the latest update, whatever their status (as on SQLite).
+        let (processing, _) = self
+            .scan_status("processing", gpu_job_types, None, true)
             .await?;
-        for status in ["completed", "failed", "pending"] {
+        let mut latest = None;
+        for status in ["processing", "completed", "failed", "cancelled", "pending"] {
             let (_, last) = self
                 .scan_status(status, gpu_job_types, Some(since), false)
                 .await?;

@@ -208,6 +208,12 @@ impl TaskStore for SqliteTaskStore {
         before: i64,
         change: &StatusChange,
     ) -> Result<Transition, TaskStoreError> {
+        // A final status is never overwritten, even when named.
+        if status.is_final() {
+            return Ok(Transition::Refused {
+                current: self.current_status(task_id).await?,
+            });
+        }
         let done = sqlx::query(
             "UPDATE tasks SET status = $1, updated_at = $2, error_message = $3
              WHERE task_id = $4 AND status = $5 AND COALESCE(updated_at, created_at, 0) < $6",
