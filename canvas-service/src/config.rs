@@ -141,7 +141,7 @@ impl CanvasConfig {
         let database = DatabaseSettings {
             statement_cache: env.flag(&["DATABASE_STATEMENT_CACHE"], !pooled_transactions)?,
             url: database_url,
-            max_connections: positive(env, "DATABASE_MAX_CONNECTIONS", 10)?,
+            max_connections: env.positive("DATABASE_MAX_CONNECTIONS", 10)?,
             // The pool's acquire timeout, its connect included: the
             // database's own override of the dependency timeout.
             acquire_timeout: common::config::seconds_or(
@@ -234,14 +234,6 @@ impl CanvasConfig {
             auth: AuthSettings::from_env(env)?,
         })
     }
-}
-
-fn positive(env: &Env, name: &'static str, default: u32) -> Result<u32, ConfigError> {
-    let value = env.parse_or(&[name], default)?;
-    if value == 0 {
-        return Err(ConfigError::new(name, "must be greater than 0"));
-    }
-    Ok(value)
 }
 
 /// An `http(s)://host[:port]` origin without a trailing slash, so that

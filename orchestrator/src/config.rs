@@ -101,13 +101,13 @@ impl OrchestratorConfig {
                 cpu_dlq_url: env.string(&["CPU_DLQ_URL"]),
             },
             (None, None) => QueueSettings::Embedded {
-                visibility_timeout: Duration::from_secs(positive(
-                    env,
-                    "QUEUE_VISIBILITY_SECONDS",
-                    300,
-                )?),
-                max_receive_count: u32::try_from(positive(env, "QUEUE_MAX_RECEIVE_COUNT", 3)?)
-                    .map_err(|_| ConfigError::new("QUEUE_MAX_RECEIVE_COUNT", "too large"))?,
+                visibility_timeout: Duration::from_secs(
+                    env.positive("QUEUE_VISIBILITY_SECONDS", 300)?,
+                ),
+                max_receive_count: u32::try_from(
+                    env.positive::<u64>("QUEUE_MAX_RECEIVE_COUNT", 3)?,
+                )
+                .map_err(|_| ConfigError::new("QUEUE_MAX_RECEIVE_COUNT", "too large"))?,
             },
             (Some(_), None) => {
                 return Err(ConfigError::new(
@@ -141,15 +141,15 @@ impl OrchestratorConfig {
                     let mut settings = gpu::GpuSettings::from_env(env)?;
                     if env.lookup(&["GPU_IDLE_SECONDS"]).is_some() {
                         settings.idle_timeout =
-                            Duration::from_secs(positive(env, "GPU_IDLE_SECONDS", 1800)?);
+                            Duration::from_secs(env.positive("GPU_IDLE_SECONDS", 1800)?);
                     }
                     settings
                 },
             },
             admin_token: env.string(&["ADMIN_TOKEN"]),
-            job_timeout: Duration::from_secs(60 * positive(env, "JOB_TIMEOUT_MINUTES", 60)?),
-            sweep_interval: Duration::from_secs(positive(env, "SWEEP_INTERVAL_SECONDS", 30)?),
-            events_interval: Duration::from_millis(positive(env, "EVENTS_POLL_MILLIS", 1000)?),
+            job_timeout: Duration::from_secs(60 * env.positive("JOB_TIMEOUT_MINUTES", 60)?),
+            sweep_interval: Duration::from_secs(env.positive("SWEEP_INTERVAL_SECONDS", 30)?),
+            events_interval: Duration::from_millis(env.positive("EVENTS_POLL_MILLIS", 1000)?),
             local_workers: [
                 (crate::jobs::QueueName::Gpu, "GPU_BACKEND_URL"),
                 (crate::jobs::QueueName::Cpu, "CPU_BACKEND_URL"),
@@ -157,14 +157,14 @@ impl OrchestratorConfig {
             .into_iter()
             .filter_map(|(queue, name)| env.string(&[name]).map(|url| (queue, url)))
             .collect(),
-            worker_concurrency: usize::try_from(positive(env, "WORKER_CONCURRENCY", 1)?)
+            worker_concurrency: usize::try_from(env.positive::<u64>("WORKER_CONCURRENCY", 1)?)
                 .unwrap_or(1),
-            worker_poll: Duration::from_millis(positive(env, "WORKER_POLL_MILLIS", 500)?),
+            worker_poll: Duration::from_millis(env.positive("WORKER_POLL_MILLIS", 500)?),
             aws: AwsSettings::from_env(env)?,
             image_urls: ImageUrlPolicy::from_env(env)?,
             admission: AdmissionSettings::from_env(
                 env,
-                positive(env, "QUEUE_DEPTH_POLL_SECONDS", 5)?,
+                env.positive("QUEUE_DEPTH_POLL_SECONDS", 5)?,
             )?,
             auth: AuthSettings::from_env(env)?,
         })
@@ -174,14 +174,6 @@ impl OrchestratorConfig {
     pub fn sqlite_path(&self) -> PathBuf {
         self.data_dir.join("orchestrator.db")
     }
-}
-
-fn positive(env: &Env, name: &'static str, default: u64) -> Result<u64, ConfigError> {
-    let value = env.parse_or(&[name], default)?;
-    if value == 0 {
-        return Err(ConfigError::new(name, "must be greater than 0"));
-    }
-    Ok(value)
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use crate::{
     App,
     jobs::{JobStatus, QueueName, message::JobMessage, settle},
     metrics,
-    queue::QueueMessage,
-    tasks::{StatusChange, Transition},
+    queue::{QueueError, QueueMessage},
+    tasks::{StatusChange, TaskStoreError, Transition},
 };
 
 pub fn spawn(app: Arc<App>) {
@@ -55,6 +55,15 @@ where
     }
 }
 
+/// Why a sweep stopped; it runs again at its next tick.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error(transparent)]
+    Tasks(#[from] TaskStoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
 /// The job id a queue message is about, if it is one of ours.
 fn task_id(message: &QueueMessage) -> Option<String> {
     JobMessage::parse(&message.body).ok().map(|m| m.task_id)
@@ -62,29 +71,22 @@ fn task_id(message: &QueueMessage) -> Option<String> {
 
 /// Marks the jobs of dead-lettered messages `failed` ("gave up after N
 /// attempts") and deletes the messages. Returns how many jobs it failed.
-pub async fn drain_dead_letters(app: &App) -> Result<usize, String> {
+pub async fn drain_dead_letters(app: &App) -> Result<usize, SweepError> {
     let mut failed = 0;
     for name in [QueueName::Gpu, QueueName::Cpu] {
         let queue = app.queue(name);
         // Bounded per sweep; the next sweep takes the rest.
         for _ in 0..20 {
-            let messages = queue.receive_dead(10).await.map_err(|e| e.to_string())?;
+            let messages = queue.receive_dead(10).await?;
             if messages.is_empty() {
                 break;
             }
             for message in messages {
                 match task_id(&message) {
                     Some(task_id) => {
-                        let change = StatusChange {
-                            to: JobStatus::Failed,
-                            error_message: Some(format!(
-                                "gave up after {} attempts",
-                                message.receive_count
-                            )),
-                            attempts: Some(i64::from(message.receive_count)),
-                            details: vec![],
-                            now: crate::unix_now(),
-                        };
+                        let change = StatusChange::to(JobStatus::Failed, crate::unix_now())
+                            .error(format!("gave up after {} attempts", message.receive_count))
+                            .attempts(i64::from(message.receive_count));
                         let outcome = app
                             .tasks
                             .transition(
@@ -92,8 +94,7 @@ pub async fn drain_dead_letters(app: &App) -> Result<usize, String> {
                                 &[JobStatus::Pending, JobStatus::Processing],
                                 &change,
                             )
-                            .await
-                            .map_err(|e| e.to_string())?;
+                            .await?;
                         if outcome == Transition::Applied {
                             metrics::status_changed("active", "failed");
                             tracing::warn!(
@@ -109,10 +110,7 @@ pub async fn drain_dead_letters(app: &App) -> Result<usize, String> {
                         tracing::error!(queue = name.as_str(), body = %message.body, "dead letter without a task_id dropped")
                     }
                 }
-                queue
-                    .delete_dead(&message.receipt)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                queue.delete_dead(&message.receipt).await?;
             }
         }
     }
@@ -122,7 +120,7 @@ pub async fn drain_dead_letters(app: &App) -> Result<usize, String> {
 /// Marks `failed` ("timed out") the jobs left `processing` — or still
 /// `pending`, waiting for a worker — with no update for the job timeout.
 /// Returns how many.
-pub async fn reap_stale_jobs(app: &App) -> Result<usize, String> {
+pub async fn reap_stale_jobs(app: &App) -> Result<usize, SweepError> {
     let now = crate::unix_now();
     let timeout = i64::try_from(app.job_timeout.as_secs()).unwrap_or(i64::MAX);
     let before = now - timeout;
@@ -138,18 +136,13 @@ pub async fn reap_stale_jobs(app: &App) -> Result<usize, String> {
             format!("timed out: not picked up by a worker within {minutes} minutes"),
         ),
     ] {
-        let stale = app
-            .tasks
-            .stale(status, before, 100)
-            .await
-            .map_err(|e| e.to_string())?;
+        let stale = app.tasks.stale(status, before, 100).await?;
         for record in stale {
             let change = StatusChange::to(JobStatus::Failed, now).error(reason.clone());
             if app
                 .tasks
                 .fail_if_stale(&record.task_id, status, before, &change)
-                .await
-                .map_err(|e| e.to_string())?
+                .await?
                 == Transition::Applied
             {
                 metrics::status_changed(status.as_str(), "failed");

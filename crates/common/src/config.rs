@@ -99,6 +99,19 @@ impl Env {
         Ok(self.parse(names)?.unwrap_or(default))
     }
 
+    /// A count or duration that must be above zero, or `default` when unset.
+    pub fn positive<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr + Default + PartialEq,
+        T::Err: Display,
+    {
+        let value = self.parse_or(&[name], default)?;
+        if value == T::default() {
+            return Err(ConfigError::new(name, "must be greater than 0"));
+        }
+        Ok(value)
+    }
+
     /// The value parsed as `T`, or `None` when unset.
     pub fn parse<T>(&self, names: &[&'static str]) -> Result<Option<T>, ConfigError>
     where

@@ -87,6 +87,12 @@ impl StatusChange {
         self
     }
 
+    /// How many deliveries the job has had, when the change knows it.
+    pub fn attempts(mut self, attempts: i64) -> Self {
+        self.attempts = Some(attempts);
+        self
+    }
+
     pub fn detail(mut self, detail: Detail, value: impl Into<String>) -> Self {
         self.details.push((detail, value.into()));
         self

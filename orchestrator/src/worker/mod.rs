@@ -213,8 +213,7 @@ impl Worker {
             return Outcome::Skipped;
         }
         let attempts = i64::from(message.receive_count);
-        let mut start = StatusChange::to(JobStatus::Processing, crate::unix_now());
-        start.attempts = Some(attempts);
+        let start = StatusChange::to(JobStatus::Processing, crate::unix_now()).attempts(attempts);
         match self
             .tasks
             .transition(
