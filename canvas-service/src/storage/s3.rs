@@ -17,7 +17,7 @@ use aws_sdk_s3::{
 use bytes::Bytes;
 
 use super::{ObjectStore, StoreError};
-use common::aws::{AwsError, AwsSettings};
+use common::aws::{AwsError, AwsService, AwsSettings};
 
 /// How object URLs are made.
 #[derive(Debug, Clone)]
@@ -45,12 +45,17 @@ impl S3Store {
         urls: PublicUrls,
         spool: PathBuf,
     ) -> std::io::Result<Self> {
-        let sdk = aws.sdk_config_for(crate::aws::AwsService::S3).await;
+        let sdk = aws.sdk_config_for(AwsService::S3).await;
         let mut config = aws_sdk_s3::config::Builder::from(&sdk);
         // Emulators answer on one host; virtual-hosted buckets need DNS.
         // Production keeps virtual-hosted style, so presigned URL paths are
         // exactly `/<key>`.
-        if aws.endpoint_url.is_some() {
+        let emulated = aws.endpoint_url.is_some()
+            || aws
+                .service_endpoints
+                .iter()
+                .any(|(service, _)| *service == AwsService::S3);
+        if emulated {
             config = config.force_path_style(true);
         }
         tokio::fs::create_dir_all(&spool).await?;
