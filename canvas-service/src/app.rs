@@ -4,18 +4,20 @@ use std::sync::Arc;
 
 use common::{
     auth::{AuthError, AuthMode, Authenticator},
-    object_store::{LocalStore, ObjectStore, S3Store},
     rate_limit::RateLimit,
     readiness::{Part, Readiness, check},
 };
 
 use crate::{
     config::{CanvasConfig, StorageSettings},
-    db::{self, CanvasStore},
-    upload::UploadSlots,
+    db::{self, CanvasStore, MeteredCanvasStore},
+    spool::UploadSlots,
+    storage::{LocalStore, MeteredObjectStore, ObjectStore, S3Store},
+    telemetry::Metrics,
 };
 
 pub struct App {
+    /// The database and the object store, each timed for `/metrics`.
     pub db: Arc<dyn CanvasStore>,
     pub store: Arc<dyn ObjectStore>,
     /// Set when objects live on local disk: the service then serves them
@@ -31,6 +33,8 @@ pub struct App {
     pub(crate) upload_slots: UploadSlots,
     /// Who is calling; installed as a layer by the router.
     pub auth: Arc<Authenticator>,
+    /// This service's own metrics registry, rendered at `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// A readiness check is `unavailable` past the longest bound of its parts
@@ -55,7 +59,11 @@ pub enum StartupError {
 
 impl App {
     pub async fn from_config(config: &CanvasConfig) -> Result<Self, StartupError> {
-        let db = db::connect(&config.database).await?;
+        let metrics = Metrics::new();
+        let db: Arc<dyn CanvasStore> = Arc::new(MeteredCanvasStore::new(
+            db::connect(&config.database).await?,
+            metrics.clone(),
+        ));
         let (store, local_files): (Arc<dyn ObjectStore>, _) = match &config.storage {
             StorageSettings::Local {
                 dir,
@@ -74,6 +82,7 @@ impl App {
                 None,
             ),
         };
+        let store: Arc<dyn ObjectStore> = Arc::new(MeteredObjectStore::new(store, metrics.clone()));
         tracing::info!(
             database = if config.database.is_postgres() {
                 "postgres"
@@ -126,6 +135,7 @@ impl App {
             max_image_pixels: config.max_image_pixels,
             upload_slots: UploadSlots::new(config.max_concurrent_uploads),
             auth,
+            metrics,
         })
     }
 

@@ -8,10 +8,11 @@ use common::{
     auth::AuthSettings,
     aws::AwsSettings,
     config::{ConfigError, Env, HttpSettings},
-    object_store::PublicUrls,
     rate_limit::LimitSettings,
     telemetry::LogFormat,
 };
+
+use crate::storage::PublicUrls;
 
 pub const DEFAULT_PORT: u16 = 9000;
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 25 * 1024 * 1024;

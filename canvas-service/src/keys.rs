@@ -1,8 +1,10 @@
 //! Who may do what with an object key. Upload keys are built here, never
 //! taken from a client, and `images/<session>/…` belongs to that session.
 
-use common::{ApiError, object_store::validate_key};
+use common::ApiError;
 use uuid::Uuid;
+
+use crate::storage::validate_key;
 
 /// The prefix under which uploads live: `images/<session_id>/`.
 const UPLOADS: &str = "images/";

@@ -7,9 +7,12 @@
 pub mod app;
 pub mod config;
 pub mod db;
+mod image_kind;
 mod keys;
 mod routes;
-mod upload;
+mod spool;
+pub mod storage;
+pub mod telemetry;
 
 pub use app::App;
 pub use config::CanvasConfig;

@@ -153,3 +153,37 @@ async fn worker_results_are_served_and_nothing_outside_the_store() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_delete_leaves_no_empty_directory_behind_but_the_store_root() {
+    let app = TestApp::embedded().start().await;
+    let objects = app.dir.path().join("objects");
+    let (first, _, _) = uploaded(&app).await;
+    let session = first.split('/').nth(1).unwrap().to_owned();
+    let second = app
+        .upload(&session, "b.png", "image/png", &images::png(2, 2))
+        .await
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let app_ref = &app;
+    let delete = |key: String| {
+        let body = serde_json::json!({"session_id": session, "s3_key": key});
+        async move { app_ref.delete("/delete-image", body).await.status }
+    };
+
+    assert_eq!(delete(first).await, StatusCode::OK);
+    assert!(
+        objects.join("images").join(&session).is_dir(),
+        "the session's other image still lives there"
+    );
+    assert_eq!(delete(second).await, StatusCode::OK);
+    assert!(!objects.join("images").join(&session).exists());
+    assert!(!objects.join("images").exists());
+    assert!(objects.is_dir(), "the store's root is never removed");
+    assert_eq!(app.get("/ready").await.status, StatusCode::OK);
+    // And the store still takes new objects.
+    let (again, png, _) = uploaded(&app).await;
+    assert_eq!(app.object(&again).await.as_deref(), Some(png.as_slice()));
+}

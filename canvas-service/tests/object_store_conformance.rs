@@ -8,7 +8,7 @@
 mod support;
 
 // The trait's home; the one line to change if it moves.
-use common::object_store::ObjectStore;
+use canvas_service::storage::ObjectStore;
 
 use std::sync::Arc;
 

@@ -18,7 +18,8 @@ use axum::{
     extract::{Path, State},
     routing::{get, post},
 };
-use common::{config::Env, object_store::ObjectStore};
+use canvas_service::storage::ObjectStore;
+use common::config::Env;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 

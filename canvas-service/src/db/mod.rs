@@ -2,13 +2,15 @@
 //! default, Supabase Postgres in production; both behind [`CanvasStore`],
 //! chosen once by [`connect`].
 
+mod metered;
 mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
 
-use common::ApiError;
 use uuid::Uuid;
+
+pub use metered::MeteredCanvasStore;
 
 use crate::config::DatabaseSettings;
 
@@ -66,15 +68,6 @@ impl From<sqlx::Error> for DbError {
                 Self::Unavailable(err.to_string())
             }
             other => Self::Other(other.to_string()),
-        }
-    }
-}
-
-impl From<DbError> for ApiError {
-    fn from(err: DbError) -> Self {
-        match err {
-            DbError::Unavailable(cause) => ApiError::unavailable("database", cause),
-            DbError::Other(cause) => ApiError::internal(cause),
         }
     }
 }

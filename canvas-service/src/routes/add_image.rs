@@ -14,7 +14,7 @@ use crate::{db::NewImage, keys::check_client_key};
 pub struct AddImage {
     #[schema(format = Uuid)]
     session_id: String,
-    #[schema(schema_with = common::object_store::key_schema)]
+    #[schema(schema_with = crate::storage::key_schema)]
     s3_key: String,
     #[serde(default)]
     x: f64,

@@ -13,7 +13,7 @@ use crate::keys::{check_client_key, is_other_sessions_upload};
 pub struct DeleteImage {
     #[schema(format = Uuid)]
     session_id: String,
-    #[schema(schema_with = common::object_store::key_schema)]
+    #[schema(schema_with = crate::storage::key_schema)]
     s3_key: String,
 }
 

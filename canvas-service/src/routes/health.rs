@@ -1,7 +1,8 @@
-//! `GET /`, `GET /health` (liveness: the process serves) and `GET /ready`
-//! (readiness: the database and the object store answer).
+//! `GET /`, `GET /health` (liveness: the process serves), `GET /ready`
+//! (readiness: the database and the object store answer) and `GET /metrics`
+//! (Prometheus).
 
-use axum::{Json, extract::State};
+use axum::{Json, extract::State, http::header, response::IntoResponse};
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -18,6 +19,7 @@ pub async fn root() -> Json<Value> {
         "openapi": "/openapi.json",
         "health": "/health",
         "ready": "/ready",
+        "metrics": "/metrics",
     }))
 }
 
@@ -49,4 +51,16 @@ pub async fn health() -> Json<Health> {
     ))]
 pub async fn ready(State(app): State<AppState>) -> axum::response::Response {
     app.readiness.respond().await
+}
+
+/// Prometheus metrics: uploads and their bytes by result, the size of
+/// stored uploads, request latency by route and status, database and object
+/// store call latency by operation and result.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
 }

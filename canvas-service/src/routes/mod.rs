@@ -7,12 +7,20 @@ mod health;
 mod list_images;
 mod objects;
 mod session;
+mod store_errors;
 mod update_position;
 mod upload;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
-use axum::{Json, Router, extract::DefaultBodyLimit, http::Method, middleware, routing::get};
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    http::Method,
+    middleware::{self, Next},
+    response::Response,
+    routing::get,
+};
 pub use common::extract::ApiJson;
 use common::rate_limit::{RateLimit, limit};
 use common::{ApiError, auth::BearerSecurity, caller::Caller, config::HttpSettings};
@@ -53,6 +61,7 @@ fn api(upload_limit: usize, limits: Limits) -> OpenApiRouter<AppState> {
         .routes(routes!(health::root))
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
+        .routes(routes!(health::metrics))
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(session::create_session))
@@ -108,9 +117,54 @@ pub fn router(app: AppState, http: &HttpSettings) -> Router {
         )
         .fallback(objects::serve_object)
         .with_state(app.clone());
-    // Inside the shared middleware: CORS stays outermost.
-    let routes = common::auth::layer(routes, app.auth.clone());
+    // Inside the shared middleware (CORS stays outermost), and inside the
+    // latency metric, so refused calls are counted too.
+    let routes = common::auth::layer(routes, app.auth.clone()).layer(
+        middleware::from_fn_with_state(app.metrics.clone(), record_latency),
+    );
     common::http::with_middleware(routes, http)
+}
+
+/// Request latency by route template, not raw path: keys and ids would
+/// explode the label set.
+async fn record_latency(
+    State(metrics): State<Arc<crate::telemetry::Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    // Only the standard methods as labels: a client must not be able to
+    // mint new series.
+    let method = match request.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
+    let matched = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let route = matched
+        .or_else(|| {
+            response
+                .extensions()
+                .get::<objects::ServedRoute>()
+                .map(|r| r.0.to_owned())
+        })
+        .unwrap_or_else(|| "unmatched".to_owned());
+    metrics.http_request(
+        method,
+        route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 /// The API's own paths; every other GET is an object file (or a 404).

@@ -2,17 +2,18 @@
 //! click with arbitrary floats, which are stored exactly.
 
 use axum::{Json, extract::State};
-use common::{ApiError, caller::Caller, object_store::validate_key};
+use common::{ApiError, caller::Caller};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{ApiJson, AppState, is_someone_elses, parse_session_id};
+use crate::storage::validate_key;
 
 #[derive(Deserialize, ToSchema)]
 pub struct UpdatePosition {
     #[schema(format = Uuid)]
     session_id: String,
-    #[schema(schema_with = common::object_store::key_schema)]
+    #[schema(schema_with = crate::storage::key_schema)]
     s3_key: String,
     x: f64,
     y: f64,

@@ -15,7 +15,9 @@ use super::{AppState, ImageOut, may_use_session, parse_session_id};
 use crate::{
     db::NewImage,
     keys::upload_key,
-    upload::{SpooledFile, inspect, multipart_error, small_text, spool},
+    spool::{SpooledFile, inspect, multipart_error, small_text, spool},
+    storage::{ObjectStore, StoreError},
+    telemetry::UploadMeter,
 };
 
 /// The multipart form the browser sends.
@@ -53,6 +55,23 @@ pub async fn upload(
     caller: Caller,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<ImageOut>, ApiError> {
+    // Counted by result, also when the client goes away mid-upload (the
+    // meter is then dropped unfinished).
+    let mut meter = app.metrics.upload_meter();
+    let answer = receive(&app, &caller, multipart, &mut meter).await;
+    meter.finish(match &answer {
+        Ok(_) => axum::http::StatusCode::OK,
+        Err(e) => e.status(),
+    });
+    answer
+}
+
+async fn receive(
+    app: &AppState,
+    caller: &Caller,
+    multipart: Result<Multipart, MultipartRejection>,
+    meter: &mut UploadMeter,
+) -> Result<Json<ImageOut>, ApiError> {
     // Before a byte of the body is read: held until the answer is ready.
     let _slot = app.upload_slots.try_take()?;
     let mut multipart = multipart.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
@@ -67,13 +86,19 @@ pub async fn upload(
                 let id = parse_session_id(&small_text(field, "session_id", 128).await?)?;
                 // Checked before the file when the form sends it first, so
                 // an upload to an unknown session is refused before spooling.
-                if !may_use_session(&app, &caller, id).await? {
+                if !may_use_session(app, caller, id).await? {
                     return Err(ApiError::not_found("Session not found"));
                 }
                 session_id = Some(id);
             }
             Some("file") if file.is_none() => {
-                file = Some(spool(field, app.store.spool_dir(), app.max_upload_bytes).await?);
+                let spooled = spool(
+                    field,
+                    app.store.spool_dir(),
+                    app.max_upload_bytes,
+                    &mut meter.bytes,
+                );
+                file = Some(spooled.await?);
             }
             Some("file") => {
                 return Err(ApiError::invalid_field("file", "send one file per upload"));
@@ -97,7 +122,7 @@ pub async fn upload(
     {
         // A put that timed out or lost its connection may still have
         // landed in the bucket; no row will ever point at it.
-        if matches!(e, common::object_store::StoreError::Unavailable(_)) {
+        if matches!(e, StoreError::Unavailable(_)) {
             remove_orphan(app.store.clone(), key);
         }
         return Err(e.into());
@@ -131,7 +156,7 @@ pub async fn upload(
             });
         }
     };
-    Ok(Json(ImageOut::from_record(&app, record).await?))
+    Ok(Json(ImageOut::from_record(app, record).await?))
 }
 
 /// Removes an object no row points at, in the background, several times
@@ -139,7 +164,7 @@ pub async fn upload(
 /// out on our side may still be in flight (its bytes in a socket buffer
 /// somewhere) and land after the first delete. Deletes are idempotent, and
 /// failed uploads are rare, so the extra calls cost little.
-fn remove_orphan(store: std::sync::Arc<dyn common::object_store::ObjectStore>, key: String) {
+fn remove_orphan(store: std::sync::Arc<dyn ObjectStore>, key: String) {
     tokio::spawn(async move {
         let mut removed = false;
         for wait in [0, 1, 2, 4, 8, 15] {

@@ -8,25 +8,20 @@
 
 pub mod images;
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-};
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
-    Router,
     body::{Body, Bytes},
-    http::{HeaderMap, Method, Request, StatusCode, header},
+    http::{Method, Request, StatusCode, header},
 };
 use canvas_service::{App, CanvasConfig, router};
 use common::config::{Env, HttpSettings};
-use http_body_util::BodyExt;
 use serde_json::Value;
 use tempfile::TempDir;
-use tower::ServiceExt;
+use testkit::http::TestClient;
 
 #[allow(unused_imports)] // each test binary uses some of them
-pub use testkit::{create_bucket, create_database, moto_url, s3_client};
+pub use testkit::{create_bucket, create_database, http::TestResponse, moto_url, s3_client};
 
 pub const CDN: &str = "https://cdn.example.test";
 pub const FRONTEND: &str = "http://localhost:3000";
@@ -42,13 +37,12 @@ pub enum Backends {
 pub struct TestApp {
     pub backends: Backends,
     pub app: Arc<App>,
-    router: Router,
+    /// The router, and the access token requests carry once signed in.
+    client: TestClient,
     http: HttpSettings,
     pub dir: TempDir,
     pub env: Vec<(String, String)>,
     s3: Option<(aws_sdk_s3::Client, String)>,
-    /// The access token every request carries, once signed in.
-    token: Mutex<Option<String>>,
 }
 
 pub struct TestAppBuilder {
@@ -112,13 +106,12 @@ impl TestAppBuilder {
         };
         TestApp {
             backends: self.backends,
-            router: router(app.clone(), &config.http),
+            client: TestClient::new(router(app.clone(), &config.http)),
             http: config.http,
             app,
             dir,
             env,
             s3,
-            token: Mutex::new(None),
         }
     }
 }
@@ -175,60 +168,26 @@ impl TestApp {
     /// Every request from now on carries `Authorization: Bearer <token>`
     /// (unless it sets its own).
     pub fn sign_in(&self, token: &str) {
-        *self.token.lock().unwrap() = Some(token.to_owned());
+        self.client.sign_in(token);
     }
 
     /// Requests from now on are anonymous.
     pub fn sign_out(&self) {
-        *self.token.lock().unwrap() = None;
+        self.client.sign_out();
     }
 
-    pub async fn send(&self, mut request: Request<Body>) -> TestResponse {
-        if let Some(token) = self.token.lock().unwrap().clone()
-            && !request.headers().contains_key(header::AUTHORIZATION)
-        {
-            request.headers_mut().insert(
-                header::AUTHORIZATION,
-                format!("Bearer {token}").parse().unwrap(),
-            );
-        }
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("the router never fails");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("read the response body")
-            .to_bytes();
-        TestResponse {
-            status,
-            headers,
-            body,
-        }
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        self.client.send(request).await
     }
 
     pub async fn get(&self, uri: &str) -> TestResponse {
-        self.send(Request::get(uri).body(Body::empty()).unwrap())
-            .await
+        self.client.get_with(uri, &[]).await
     }
 
     pub async fn json(&self, method: Method, uri: &str, body: Value) -> TestResponse {
-        self.send(
-            Request::builder()
-                .method(method)
-                .uri(uri)
-                .header(header::CONTENT_TYPE, "application/json")
-                .header(header::ORIGIN, FRONTEND)
-                .body(Body::from(body.to_string()))
-                .unwrap(),
-        )
-        .await
+        self.client
+            .json_with(method, uri, &body, &[("origin", FRONTEND)])
+            .await
     }
 
     pub async fn post(&self, uri: &str, body: Value) -> TestResponse {
@@ -289,7 +248,7 @@ impl TestApp {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(common::http::serve_on(
             listener,
-            self.router.clone(),
+            self.client.router(),
             self.http.deadlines,
             async move {
                 let _ = stopped.await;
@@ -473,29 +432,5 @@ impl<'a> Part<'a> {
             file: Some((file_name, content_type)),
             bytes,
         }
-    }
-}
-
-pub struct TestResponse {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl TestResponse {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// Asserts the status and that the body is `{"detail": "<text>"}`.
-    pub fn assert_error(&self, status: StatusCode) -> String {
-        assert_eq!(self.status, status, "body: {}", self.text());
-        let detail = self.json()["detail"].as_str().map(str::to_owned);
-        detail.unwrap_or_else(|| panic!("no string detail in {}", self.text()))
     }
 }

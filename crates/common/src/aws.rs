@@ -1,7 +1,12 @@
 //! AWS SDK configuration from the variables the deployment already sets:
 //! region, the credential aliases of `CONTRACT.md` §3, and
 //! `AWS_ENDPOINT_URL` for an emulator such as moto. With no keys set, the
-//! SDK's default chain applies (the ECS task role in production).
+//! SDK's default chain applies (the ECS task role in production). Failed
+//! calls are read by one classifier, [`AwsError::classify`].
+
+mod errors;
+
+pub use errors::{AwsError, REQUEST_FAILED, UNKNOWN, UNREACHABLE};
 
 use std::time::Duration;
 

@@ -34,17 +34,28 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// CORS as the frontend needs it: no credentials are ever sent, JSON `POST`
 /// and `DELETE` are preflighted, and object downloads use `fetch(url,
 /// {mode: "cors"})`, so range and cache headers are exposed. An empty origin
-/// list (or `*`) allows any origin, for local development.
+/// list (or `*`) allows any origin, for local development. A refused
+/// preflight is logged at WARN with the origin and the allowed list: in the
+/// browser it shows only as a failed request, so the log is where a
+/// mistyped `CORS_ORIGINS` is found.
 pub fn cors_layer(origins: &[String]) -> CorsLayer {
     let allow_origin = if origins.is_empty() || origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
         // Checked when the settings were read; a bad one is skipped, not fatal.
-        AllowOrigin::list(
-            origins
-                .iter()
-                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
-        )
+        let allowed: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+            .collect();
+        let listed = origins.join(",");
+        AllowOrigin::predicate(move |origin, request| {
+            let allowed = allowed.contains(origin);
+            // tower-http answers every OPTIONS with an Origin as a preflight.
+            if !allowed && request.method == Method::OPTIONS {
+                log_refused_preflight(origin, request, &listed);
+            }
+            allowed
+        })
     };
     CorsLayer::new()
         .allow_origin(allow_origin)
@@ -73,6 +84,30 @@ pub fn cors_layer(origins: &[String]) -> CorsLayer {
             header::ACCEPT_RANGES,
         ])
         .max_age(Duration::from_secs(3600))
+}
+
+/// The longest origin a log line repeats; a real one is far shorter.
+const LOGGED_ORIGIN_MAX: usize = 256;
+
+fn log_refused_preflight(
+    origin: &HeaderValue,
+    request: &axum::http::request::Parts,
+    allowed: &str,
+) {
+    let origin = String::from_utf8_lossy(origin.as_bytes());
+    let origin: String = origin.chars().take(LOGGED_ORIGIN_MAX).collect();
+    let requested_method = request
+        .headers
+        .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::warn!(
+        origin = %origin,
+        allowed = %allowed,
+        path = %request.uri.path(),
+        requested_method,
+        "CORS preflight refused: the origin is not in CORS_ORIGINS"
+    );
 }
 
 /// Wraps a service's router in the shared middleware. CORS is the outermost

@@ -1,6 +1,8 @@
 //! What both services share: typed configuration read from the environment,
-//! the AWS SDK configuration, the object store, the HTTP bootstrap (CORS,
-//! request ids, tracing, graceful shutdown) and the one API error type.
+//! the AWS SDK configuration and error classifier, the HTTP bootstrap (CORS,
+//! request ids, tracing, graceful shutdown), accounts, rate limits,
+//! readiness and the one API error type. Nothing here knows about canvases
+//! or jobs.
 
 pub mod auth;
 pub mod aws;
@@ -9,8 +11,6 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod http;
-pub mod image_kind;
-pub mod object_store;
 pub mod rate_limit;
 pub mod readiness;
 pub mod sqlite;

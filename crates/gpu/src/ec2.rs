@@ -2,24 +2,19 @@
 //! DescribeInstances / StartInstances / StopInstances. EC2 types stay in this
 //! file; everything it returns speaks [`crate::host`]'s terms.
 
-use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use common::aws::AwsError;
 
 use crate::host::{GpuHost, HostError, InstanceState, InstanceView};
 
-/// Error codes worth retrying soon: EC2 may have capacity again in a minute,
-/// an instance caught mid-transition will settle, throttling passes.
+/// EC2's own codes worth retrying soon, beyond throttling and server errors
+/// (which `common::aws` knows): EC2 may have capacity again in a minute, an
+/// instance caught mid-transition will settle.
 const TRANSIENT_CODES: &[&str] = &[
     "InsufficientInstanceCapacity",
     "InsufficientCapacity",
     "IncorrectInstanceState",
     "IncorrectState",
-    "RequestLimitExceeded",
-    "Throttling",
-    "ThrottlingException",
-    "ServiceUnavailable",
-    "Unavailable",
-    "InternalError",
-    "InternalFailure",
 ];
 
 pub struct Ec2GpuHost {
@@ -107,29 +102,11 @@ impl GpuHost for Ec2GpuHost {
 }
 
 /// Keeps EC2's error code (what an operator searches for) and says whether
-/// waiting is likely to help.
+/// waiting is likely to help; a call that got no answer reads `Unreachable`.
 fn host_error<E>(err: SdkError<E>) -> HostError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    match &err {
-        SdkError::ServiceError(_) => {
-            let code = err.code().unwrap_or("Unknown").to_owned();
-            let message = err
-                .message()
-                .map(str::to_owned)
-                .unwrap_or_else(|| DisplayErrorContext(&err).to_string());
-            let transient = TRANSIENT_CODES.contains(&code.as_str());
-            HostError::new(code, message, transient)
-        }
-        // The request may never have reached EC2: worth another try.
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            HostError::new("Unreachable", DisplayErrorContext(&err).to_string(), true)
-        }
-        _ => HostError::new(
-            "RequestFailed",
-            DisplayErrorContext(&err).to_string(),
-            false,
-        ),
-    }
+    let failure = AwsError::classify(&err, TRANSIENT_CODES);
+    HostError::new(failure.code, failure.message, failure.transient)
 }

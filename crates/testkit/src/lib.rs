@@ -1,6 +1,7 @@
 //! Fixtures for tests on real parts, shared by every crate's tests: a fresh
 //! Postgres database, and on moto a bucket, a queue with its dead-letter
-//! queue, the `task_store` table with its GSI, a stopped EC2 instance.
+//! queue, the `task_store` table with its GSI, a stopped EC2 instance; and
+//! [`http::TestClient`], which drives a service's router in-process.
 //!
 //! When Postgres or moto is not reachable, [`live_backends`] says so loudly
 //! and the test skips — unless `REQUIRE_LIVE_BACKENDS=1`, where it fails.
@@ -8,6 +9,7 @@
 
 pub mod auth;
 pub mod fault_proxy;
+pub mod http;
 
 pub use fault_proxy::FaultProxy;
 

@@ -9,23 +9,19 @@
 
 pub mod inference;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use axum::{
     Router,
-    body::{Body, Bytes},
-    http::{HeaderMap, Method, Request, StatusCode, header},
+    body::Body,
+    http::{Method, Request, StatusCode},
 };
 use common::config::Env;
-use http_body_util::BodyExt;
 use orchestrator::{App, OrchestratorConfig, router};
 use serde_json::Value;
 use tempfile::TempDir;
-use tower::ServiceExt;
+use testkit::http::TestClient;
 
 pub const FRONTEND: &str = "http://localhost:3000";
 /// The CDN origin the tests' image URLs point at, listed in
@@ -35,7 +31,7 @@ pub const IMAGE_ORIGIN: &str = "https://cdn.example.test";
 pub const MAX_RECEIVES: u32 = 2;
 
 #[allow(unused_imports)] // each test binary uses some of them
-pub use testkit::{aws, create_stopped_instance, instance_state, moto_url};
+pub use testkit::{aws, create_stopped_instance, http::TestResponse, instance_state, moto_url};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backends {
@@ -82,13 +78,13 @@ impl TestAppBuilder {
         };
         TestApp {
             backends: self.backends,
-            router: router(app.clone(), &config.http),
+            // Every error, 404 included, carries the CORS headers.
+            client: TestClient::new(router(app.clone(), &config.http)).errors_allow_origin("*"),
             app,
             dir,
             env,
             sqs: sdk.as_ref().map(aws_sdk_sqs::Client::new),
             dynamo: sdk.as_ref().map(aws_sdk_dynamodb::Client::new),
-            token: Mutex::new(None),
         }
     }
 }
@@ -96,13 +92,12 @@ impl TestAppBuilder {
 pub struct TestApp {
     pub backends: Backends,
     pub app: Arc<App>,
-    router: Router,
+    /// The router, and the access token requests carry once signed in.
+    client: TestClient,
     pub dir: TempDir,
     pub env: Vec<(String, String)>,
     pub sqs: Option<aws_sdk_sqs::Client>,
     pub dynamo: Option<aws_sdk_dynamodb::Client>,
-    /// The access token every request carries, once signed in.
-    token: Mutex<Option<String>>,
 }
 
 impl Drop for TestApp {
@@ -159,48 +154,26 @@ impl TestApp {
 
     /// The router itself, for streaming responses.
     pub fn router(&self) -> Router {
-        self.router.clone()
+        self.client.router()
     }
 
     /// Every request from now on carries `Authorization: Bearer <token>`
     /// (unless it sets its own).
     pub fn sign_in(&self, token: &str) {
-        *self.token.lock().unwrap() = Some(token.to_owned());
+        self.client.sign_in(token);
     }
 
     /// Requests from now on are anonymous.
     pub fn sign_out(&self) {
-        *self.token.lock().unwrap() = None;
+        self.client.sign_out();
     }
 
-    pub async fn send(&self, mut request: Request<Body>) -> TestResponse {
-        if let Some(token) = self.token.lock().unwrap().clone()
-            && !request.headers().contains_key(header::AUTHORIZATION)
-        {
-            request.headers_mut().insert(
-                header::AUTHORIZATION,
-                format!("Bearer {token}").parse().unwrap(),
-            );
-        }
-        let response = self.router.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        TestResponse {
-            status,
-            headers,
-            body,
-        }
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        self.client.send(request).await
     }
 
     pub async fn get(&self, uri: &str) -> TestResponse {
-        self.send(
-            Request::get(uri)
-                .header(header::ORIGIN, FRONTEND)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
+        self.client.get_with(uri, &[("origin", FRONTEND)]).await
     }
 
     pub async fn post(&self, uri: &str, body: Value) -> TestResponse {
@@ -213,15 +186,12 @@ impl TestApp {
         body: Value,
         headers: &[(&str, &str)],
     ) -> TestResponse {
-        let mut request = Request::builder()
-            .method(Method::POST)
-            .uri(uri)
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::ORIGIN, FRONTEND);
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        self.send(request.body(Body::from(body.to_string())).unwrap())
+        let headers: Vec<(&str, &str)> = [("origin", FRONTEND)]
+            .into_iter()
+            .chain(headers.iter().copied())
+            .collect();
+        self.client
+            .json_with(Method::POST, uri, &body, &headers)
             .await
     }
 
@@ -424,37 +394,5 @@ impl Adapter<'_> {
                 self.app.sqlite(&statement).await;
             }
         }
-    }
-}
-
-pub struct TestResponse {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl TestResponse {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub fn assert_error(&self, status: StatusCode) -> String {
-        assert_eq!(self.status, status, "body: {}", self.text());
-        assert_eq!(
-            self.headers
-                .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
-                .map(|v| v.to_str().unwrap()),
-            Some("*"),
-            "errors carry CORS headers"
-        );
-        self.json()["detail"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no detail: {}", self.text()))
-            .to_owned()
     }
 }

@@ -1,9 +1,12 @@
 //! The object store: where image bytes live. A directory on disk by default
-//! (served by the canvas service itself, as a CDN would), S3 in production.
-//! Chosen once at start-up; callers hold an `Arc<dyn ObjectStore>`.
+//! (whose objects the service serves itself, as a CDN would), S3 in
+//! production. Chosen once at start-up; callers hold an `Arc<dyn
+//! ObjectStore>`. Nothing here speaks HTTP: the routes map [`StoreError`] to
+//! answers.
 
 mod key;
 mod local;
+mod metered;
 mod s3;
 
 use std::path::Path;
@@ -11,10 +14,9 @@ use std::path::Path;
 use bytes::Bytes;
 
 pub use key::{KEY_PATTERN, KeyError, key_schema, validate_key};
-pub use local::LocalStore;
+pub use local::{LocalStore, ObjectReader, StoredObject};
+pub use metered::MeteredObjectStore;
 pub use s3::{PublicUrls, S3Store};
-
-use crate::ApiError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -24,15 +26,6 @@ pub enum StoreError {
     Unavailable(String),
     #[error("object store error: {0}")]
     Other(String),
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::Unavailable(cause) => ApiError::unavailable("object store", cause),
-            StoreError::Other(cause) => ApiError::internal(cause),
-        }
-    }
 }
 
 #[async_trait::async_trait]

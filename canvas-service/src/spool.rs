@@ -9,14 +9,13 @@ use std::{
 };
 
 use axum::extract::multipart::{Field, MultipartError};
-use common::{
-    ApiError,
-    image_kind::{ImageKind, SNIFF_LEN},
-};
+use common::ApiError;
 use tokio::{
     io::AsyncWriteExt,
     sync::{OwnedSemaphorePermit, Semaphore},
 };
+
+use crate::image_kind::{ImageKind, SNIFF_LEN};
 
 /// How long a client refused for want of an upload slot is asked to wait.
 const SLOTS_RETRY_AFTER_SECONDS: u64 = 5;
@@ -97,11 +96,14 @@ fn too_large(limit: u64) -> ApiError {
     ))
 }
 
-/// Streams the `file` field into `spool_dir`, refusing it past `limit` bytes.
+/// Streams the `file` field into `spool_dir`, refusing it past `limit`
+/// bytes. `received` counts every byte of it that arrives, also when the
+/// file is refused or the body breaks off.
 pub async fn spool(
     mut field: Field<'_>,
     spool_dir: &Path,
     limit: u64,
+    received: &mut u64,
 ) -> Result<SpooledFile, ApiError> {
     let mut spooled = SpooledFile {
         path: spool_dir.join(format!("{}.upload", uuid::Uuid::new_v4())),
@@ -115,6 +117,7 @@ pub async fn spool(
         .map_err(|e| ApiError::internal(format!("create spool file: {e}")))?;
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         spooled.size += chunk.len() as u64;
+        *received += chunk.len() as u64;
         if spooled.size > limit {
             return Err(too_large(limit));
         }

@@ -17,7 +17,7 @@ use aws_sdk_s3::{
 use bytes::Bytes;
 
 use super::{ObjectStore, StoreError};
-use crate::aws::AwsSettings;
+use common::aws::{AwsError, AwsService, AwsSettings};
 
 /// How object URLs are made.
 #[derive(Debug, Clone)]
@@ -45,12 +45,17 @@ impl S3Store {
         urls: PublicUrls,
         spool: PathBuf,
     ) -> std::io::Result<Self> {
-        let sdk = aws.sdk_config_for(crate::aws::AwsService::S3).await;
+        let sdk = aws.sdk_config_for(AwsService::S3).await;
         let mut config = aws_sdk_s3::config::Builder::from(&sdk);
         // Emulators answer on one host; virtual-hosted buckets need DNS.
         // Production keeps virtual-hosted style, so presigned URL paths are
         // exactly `/<key>`.
-        if aws.endpoint_url.is_some() {
+        let emulated = aws.endpoint_url.is_some()
+            || aws
+                .service_endpoints
+                .iter()
+                .any(|(service, _)| *service == AwsService::S3);
+        if emulated {
             config = config.force_path_style(true);
         }
         tokio::fs::create_dir_all(&spool).await?;
@@ -62,14 +67,6 @@ impl S3Store {
             dependency_timeout: aws.dependency_timeout,
         })
     }
-
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    pub fn bucket(&self) -> &str {
-        &self.bucket
-    }
 }
 
 /// An upload's deadline: the dependency timeout plus the body's time at a
@@ -78,35 +75,20 @@ impl S3Store {
 /// calls (head, delete) keep the client's dependency timeout.
 fn uploading(dependency: Duration, bytes: u64) -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::default()
-        .timeout_config(crate::aws::upload_timeouts(dependency, bytes))
+        .timeout_config(common::aws::upload_timeouts(dependency, bytes))
 }
 
-/// Sorts SDK failures into "retry later" (network, timeouts, 5xx, throttling)
-/// and everything else. The message keeps the error code, never credentials.
-fn classify<E, R>(what: &str, key: &str, err: SdkError<E, R>) -> StoreError
+/// A failed S3 call as the store reports it: "retry later" (no answer,
+/// throttling, a server error; `common::aws`'s classifier decides) or not.
+/// The message keeps the error code, never credentials.
+fn store_error<E, R>(what: &str, key: &str, err: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let transient = match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or_default();
-            matches!(
-                code,
-                "SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout"
-            )
-        }
-        _ => false,
-    };
-    let code = match &err {
-        SdkError::ServiceError(service) => service.err().code().unwrap_or("unknown").to_owned(),
-        other => format!("{other}"),
-    };
-    let message = format!("{what} {key}: {code}");
-    if transient {
+    let failure = AwsError::classify(&err, &[]);
+    let message = format!("{what} {key}: {failure}");
+    if failure.is_transient() {
         StoreError::Unavailable(message)
     } else {
         StoreError::Other(message)
@@ -134,7 +116,7 @@ impl ObjectStore for S3Store {
             .config_override(uploading(self.dependency_timeout, bytes))
             .send()
             .await
-            .map_err(|e| classify("put", key, e))?;
+            .map_err(|e| store_error("put", key, e))?;
         Ok(())
     }
 
@@ -155,7 +137,7 @@ impl ObjectStore for S3Store {
             .config_override(uploading(self.dependency_timeout, size))
             .send()
             .await
-            .map_err(|e| classify("put", key, e))?;
+            .map_err(|e| store_error("put", key, e))?;
         Ok(())
     }
 
@@ -170,7 +152,7 @@ impl ObjectStore for S3Store {
         {
             Ok(_) => Ok(true),
             Err(SdkError::ServiceError(e)) if e.err().is_not_found() => Ok(false),
-            Err(e) => Err(classify("head", key, e)),
+            Err(e) => Err(store_error("head", key, e)),
         }
     }
 
@@ -181,7 +163,7 @@ impl ObjectStore for S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| classify("delete", key, e))?;
+            .map_err(|e| store_error("delete", key, e))?;
         Ok(())
     }
 
@@ -198,7 +180,7 @@ impl ObjectStore for S3Store {
                     .key(key)
                     .presigned(config)
                     .await
-                    .map_err(|e| classify("presign", key, e))?;
+                    .map_err(|e| store_error("presign", key, e))?;
                 Ok(request.uri().to_owned())
             }
         }
@@ -210,7 +192,7 @@ impl ObjectStore for S3Store {
             .bucket(&self.bucket)
             .send()
             .await
-            .map_err(|e| match classify("head bucket", &self.bucket, e) {
+            .map_err(|e| match store_error("head bucket", &self.bucket, e) {
                 // A missing bucket or a denied role is just as fatal for
                 // readiness as a network failure.
                 StoreError::Other(m) => StoreError::Unavailable(m),
