@@ -111,6 +111,23 @@ impl App {
             },
         };
         tracing::info!(?backends, "orchestrator parts ready");
+        // The embedded queues live in this process: with no worker for one,
+        // its jobs are accepted and wait forever.
+        if matches!(config.queues, QueueSettings::Embedded { .. }) {
+            for (queue, variable) in [
+                (QueueName::Gpu, "GPU_BACKEND_URL"),
+                (QueueName::Cpu, "CPU_BACKEND_URL"),
+            ] {
+                if !config.local_workers.iter().any(|(q, _)| *q == queue) {
+                    tracing::warn!(
+                        queue = queue.as_str(),
+                        "embedded {} queue has no consumer: its jobs will wait until one runs; set {variable} to the inference API of a host (or run `orchestrator worker --queue {}` on the same DATA_DIR)",
+                        queue.as_str(),
+                        queue.as_str()
+                    );
+                }
+            }
+        }
         tracing::info!(
             allowed = config.image_urls.describe(),
             "job image URLs must point at these origins (IMAGE_URL_ORIGINS)"

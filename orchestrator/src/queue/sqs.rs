@@ -8,6 +8,7 @@ use aws_sdk_sqs::{
     error::{ProvideErrorMetadata, SdkError},
     types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName},
 };
+use common::aws::AwsError;
 
 use super::{JobQueue, QueueDepth, QueueError, QueueMessage};
 
@@ -163,28 +164,12 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            QueueError::Unavailable(err.to_string())
-        }
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("unknown");
-            let message = format!("{code}: {}", service.err().message().unwrap_or_default());
-            let transient = [
-                "NonExistentQueue",
-                "QueueDoesNotExist",
-                "Throttl",
-                "InternalError",
-                "ServiceUnavailable",
-                "RequestThrottled",
-            ];
-            if transient.iter().any(|t| code.contains(t)) {
-                QueueError::Unavailable(message)
-            } else {
-                QueueError::Other(message)
-            }
-        }
-        _ => QueueError::Other(err.to_string()),
+    // A queue being created (or just deleted and re-made) is back shortly.
+    let failure = AwsError::classify(&err, &["NonExistentQueue", "QueueDoesNotExist"]);
+    if failure.transient {
+        QueueError::Unavailable(failure.to_string())
+    } else {
+        QueueError::Other(failure.to_string())
     }
 }
 

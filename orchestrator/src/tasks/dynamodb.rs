@@ -13,6 +13,7 @@ use aws_sdk_dynamodb::{
     error::{ProvideErrorMetadata, SdkError},
     types::{AttributeValue, ReturnValuesOnConditionCheckFailure, Select},
 };
+use common::aws::AwsError;
 
 use super::JobStatus;
 use super::{
@@ -104,35 +105,19 @@ impl DynamoTaskStore {
     }
 }
 
-/// Sorts SDK failures: throttling, 5xx, network and a missing table are
-/// "unavailable" (503 and retry); the rest are bugs.
+/// Sorts SDK failures: no answer, throttling, server-side failures and a
+/// missing table (being created, or a wrong name that the readiness check
+/// reports) are "unavailable" (503 and retry); the rest are bugs.
 fn classify<E, R>(err: SdkError<E, R>) -> TaskStoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            TaskStoreError::Unavailable(err.to_string())
-        }
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("unknown").to_owned();
-            let message = format!("{code}: {}", service.err().message().unwrap_or_default());
-            if matches!(
-                code.as_str(),
-                "ProvisionedThroughputExceededException"
-                    | "ThrottlingException"
-                    | "RequestLimitExceeded"
-                    | "InternalServerError"
-                    | "ServiceUnavailable"
-                    | "ResourceNotFoundException"
-            ) {
-                TaskStoreError::Unavailable(message)
-            } else {
-                TaskStoreError::Other(message)
-            }
-        }
-        _ => TaskStoreError::Other(err.to_string()),
+    let failure = AwsError::classify(&err, &["ResourceNotFoundException"]);
+    if failure.transient {
+        TaskStoreError::Unavailable(failure.to_string())
+    } else {
+        TaskStoreError::Other(failure.to_string())
     }
 }
 
