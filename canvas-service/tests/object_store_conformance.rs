@@ -178,7 +178,6 @@ mod divergences {
     }
 
     #[tokio::test]
-    #[ignore = "S3 diverges: S3Store stores any key; only LocalStore runs validate_key"]
     async fn live_a_key_outside_the_key_alphabet_is_refused() {
         if let Some(builder) = TestApp::live().await {
             a_key_outside_the_key_alphabet_is_refused(builder).await;

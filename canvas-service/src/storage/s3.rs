@@ -16,7 +16,7 @@ use aws_sdk_s3::{
 };
 use bytes::Bytes;
 
-use super::{ObjectStore, StoreError};
+use super::{ObjectStore, StoreError, validate_key};
 use common::aws::{AwsError, AwsService, AwsSettings};
 
 /// How object URLs are made.
@@ -102,6 +102,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<(), StoreError> {
+        refuse_bad_key(key)?;
         let body = ByteStream::from_path(path)
             .await
             .map_err(|e| StoreError::Other(format!("read spooled {key}: {e}")))?;
@@ -126,6 +127,7 @@ impl ObjectStore for S3Store {
         bytes: Bytes,
         content_type: &str,
     ) -> Result<(), StoreError> {
+        refuse_bad_key(key)?;
         let size = bytes.len() as u64;
         self.client
             .put_object()
@@ -200,4 +202,11 @@ impl ObjectStore for S3Store {
             })?;
         Ok(())
     }
+}
+
+/// What this service writes has a key both stores can hold and a URL needs
+/// no encoding for (as `LocalStore` requires). Reads and deletes take any
+/// key, so objects the old system wrote stay reachable.
+fn refuse_bad_key(key: &str) -> Result<(), StoreError> {
+    validate_key(key).map_err(|e| StoreError::Other(format!("{key}: {e}")))
 }
