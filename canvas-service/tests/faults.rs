@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use support::{TestApp, images};
-use testkit::FaultProxy;
+use testkit::{FaultProxy, timed};
 
 /// A correctness bound on "within the dependency timeout" (2 s), with room
 /// for a loaded machine; not a benchmark.
@@ -63,21 +63,10 @@ async fn faulty() -> Option<Faulty> {
 
 /// Polls `/ready` until it is 200; false after 15 s.
 async fn ready_again(app: &TestApp) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(15) {
-        if app.get("/ready").await.status == StatusCode::OK {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
-/// Sends and times one request.
-async fn timed<F: std::future::Future>(request: F) -> (F::Output, Duration) {
-    let started = Instant::now();
-    let out = request.await;
-    (out, started.elapsed())
+    testkit::eventually(Duration::from_secs(15), || async {
+        app.get("/ready").await.status == StatusCode::OK
+    })
+    .await
 }
 
 async fn images_of(app: &TestApp, session: &str) -> Vec<String> {

@@ -494,13 +494,10 @@ async fn one_message_for(app: &TestApp, task: &str) -> orchestrator::queue::Queu
     panic!("no message for {task}");
 }
 
+/// Polls `/ready` until it is 200; false after 15 s.
 async fn ready_again(app: &TestApp) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(15) {
-        if app.get("/ready").await.status == StatusCode::OK {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
+    testkit::eventually(Duration::from_secs(15), || async {
+        app.get("/ready").await.status == StatusCode::OK
+    })
+    .await
 }

@@ -143,8 +143,31 @@ pub async fn create_bucket() -> String {
     name
 }
 
-/// A queue with its dead-letter queue and a redrive policy after
-/// `max_receives`, as production has; (queue URL, DLQ URL).
+/// Polls `check` every 100 ms until it holds: true, or false once `limit`
+/// has passed. For "recovers by itself" assertions that must not sleep a
+/// fixed time.
+pub async fn eventually<F, Fut>(limit: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Awaits `request` and says how long it took.
+pub async fn timed<F: std::future::Future>(request: F) -> (F::Output, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let out = request.await;
+    (out, started.elapsed())
+}
+
 /// A loopback port that was free a moment ago, for a child process to bind.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -166,6 +189,8 @@ pub async fn delay_queue(queue_url: &str, seconds: u32) {
         .unwrap();
 }
 
+/// A queue with its dead-letter queue and a redrive policy after
+/// `max_receives`, as production has; (queue URL, DLQ URL).
 pub async fn create_queue_pair(
     sqs: &aws_sdk_sqs::Client,
     name: &str,
