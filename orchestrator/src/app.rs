@@ -225,24 +225,6 @@ impl App {
             QueueName::Cpu => &self.cpu_queue,
         }
     }
-
-    /// Starts the sweeping loops (dead letters, reaper, queue metrics) and
-    /// the in-process workers, if any. All stop when `self.shutdown` is
-    /// cancelled; the returned handles finish once the workers have drained.
-    pub fn spawn_background(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        crate::sweeps::spawn(self.clone());
-        self.local_workers
-            .iter()
-            .map(|settings| {
-                let worker = Arc::new(crate::worker::Worker::new(
-                    self.tasks.clone(),
-                    self.queue(settings.queue).clone(),
-                    settings.clone(),
-                ));
-                tokio::spawn(worker.run(self.shutdown.clone()))
-            })
-            .collect()
-    }
 }
 
 /// GPU work as the controller needs it: the GPU queue's depth and the GPU

@@ -17,7 +17,27 @@ use crate::{
     tasks::{StatusChange, TaskStoreError, Transition},
 };
 
-pub fn spawn(app: Arc<App>) {
+impl App {
+    /// Starts the sweeping loops (dead letters, reaper, queue metrics) and
+    /// the in-process workers, if any. All stop when `self.shutdown` is
+    /// cancelled; the returned handles finish once the workers have drained.
+    pub fn spawn_background(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        spawn(self.clone());
+        self.local_workers
+            .iter()
+            .map(|settings| {
+                let worker = Arc::new(crate::worker::Worker::new(
+                    self.tasks.clone(),
+                    self.queue(settings.queue).clone(),
+                    settings.clone(),
+                ));
+                tokio::spawn(worker.run(self.shutdown.clone()))
+            })
+            .collect()
+    }
+}
+
+fn spawn(app: Arc<App>) {
     let interval = app.sweep_interval;
     tokio::spawn(every(app.clone(), interval, |app| async move {
         if let Err(e) = drain_dead_letters(&app).await {
