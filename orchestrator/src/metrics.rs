@@ -31,6 +31,18 @@ pub fn metrics_handle() -> PrometheusHandle {
                 // without installing it globally.
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
             };
+            // Histogram samples wait in the recorder until drained; drain
+            // them on a timer so memory stays flat when nothing scrapes.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let upkeep = handle.clone();
+                runtime.spawn(async move {
+                    let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+                    loop {
+                        every.tick().await;
+                        upkeep.run_upkeep();
+                    }
+                });
+            }
             metrics::describe_counter!(JOBS_SUBMITTED, "Jobs accepted, by kind");
             metrics::describe_counter!(
                 STATUS_TRANSITIONS,
