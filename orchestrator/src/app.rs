@@ -4,7 +4,9 @@
 use std::{sync::Arc, time::Duration};
 
 use common::auth::Authenticator;
-use gpu::{Ec2GpuHost, GpuController, GpuHandle, GpuHost, GpuWork, NoGpuHost, WorkSnapshot};
+use gpu::{
+    Ec2GpuHost, GpuController, GpuHandle, GpuHost, GpuWork, NoGpuHost, WorkError, WorkSnapshot,
+};
 use tokio_util::sync::CancellationToken;
 
 use common::{
@@ -237,15 +239,15 @@ struct QueueAndStoreWork {
 
 #[async_trait::async_trait]
 impl GpuWork for QueueAndStoreWork {
-    async fn snapshot(&self) -> Result<WorkSnapshot, String> {
+    async fn snapshot(&self) -> Result<WorkSnapshot, WorkError> {
         let since = crate::unix_now() - i64::try_from(self.idle_window.as_secs()).unwrap_or(0) * 2;
         let job_types = gpu_job_types();
         let (depth, activity) = tokio::join!(
             self.queue.depth(),
             self.tasks.gpu_activity(&job_types, since)
         );
-        let depth = depth.map_err(|e| e.to_string())?;
-        let (processing, last_update) = activity.map_err(|e| e.to_string())?;
+        let depth = depth.map_err(|e| WorkError::new("GPU queue", e))?;
+        let (processing, last_update) = activity.map_err(|e| WorkError::new("task store", e))?;
         Ok(WorkSnapshot {
             queued: depth.visible,
             in_flight: depth.in_flight,

@@ -8,6 +8,11 @@ mod errors;
 
 pub use errors::{AwsError, REQUEST_FAILED, UNKNOWN, UNREACHABLE};
 
+/// The task table's GSI (`status` hash, `created_at` range) the old system
+/// created and the orchestrator queries; named here once for the
+/// orchestrator and the test fixtures that create the table.
+pub const TASK_STATUS_INDEX: &str = "status-created_at-index";
+
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};

@@ -20,7 +20,26 @@ pub use status::GpuStatus;
 /// implements it from its GPU queue and its task store.
 #[async_trait::async_trait]
 pub trait GpuWork: Send + Sync + 'static {
-    async fn snapshot(&self) -> Result<WorkSnapshot, String>;
+    async fn snapshot(&self) -> Result<WorkSnapshot, WorkError>;
+}
+
+/// The GPU work could not be read: the part that failed and why. The
+/// controller then keeps the host up (it cannot know the host is idle).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{part}: {message}")]
+pub struct WorkError {
+    /// `GPU queue`, `task store`, …
+    pub part: &'static str,
+    pub message: String,
+}
+
+impl WorkError {
+    pub fn new(part: &'static str, message: impl std::fmt::Display) -> Self {
+        Self {
+            part,
+            message: message.to_string(),
+        }
+    }
 }
 
 /// GPU work as seen at one moment.

@@ -9,7 +9,7 @@ use std::{
 
 use gpu::{
     GpuController, GpuHandle, GpuHost, GpuSettings, GpuWork, HostError, InstanceState,
-    InstanceView, NoGpuHost, WorkSnapshot,
+    InstanceView, NoGpuHost, WorkError, WorkSnapshot,
 };
 use tokio::time::{Instant, sleep};
 use tokio_util::sync::CancellationToken;
@@ -188,7 +188,7 @@ impl GpuHost for ScriptedHost {
 
 /// GPU work as the test says it is.
 struct ScriptedWork {
-    snapshot: Mutex<Result<WorkSnapshot, String>>,
+    snapshot: Mutex<Result<WorkSnapshot, WorkError>>,
     /// The first read at or after this instant still reports the scripted
     /// snapshot, and every later read reports one job in flight: a job
     /// picked up between two reads.
@@ -214,7 +214,7 @@ impl ScriptedWork {
     }
 
     fn fail(&self, message: &str) {
-        *self.snapshot.lock().unwrap() = Err(message.to_owned());
+        *self.snapshot.lock().unwrap() = Err(WorkError::new("work", message));
     }
 
     fn reads(&self) -> usize {
@@ -224,7 +224,7 @@ impl ScriptedWork {
 
 #[async_trait::async_trait]
 impl GpuWork for ScriptedWork {
-    async fn snapshot(&self) -> Result<WorkSnapshot, String> {
+    async fn snapshot(&self) -> Result<WorkSnapshot, WorkError> {
         let now = Instant::now();
         self.reads.lock().unwrap().push(now);
         let mut flip = self.busy_after_read_at.lock().unwrap();

@@ -131,7 +131,7 @@ impl FixedWork {
 
 #[async_trait::async_trait]
 impl GpuWork for FixedWork {
-    async fn snapshot(&self) -> Result<WorkSnapshot, String> {
+    async fn snapshot(&self) -> Result<WorkSnapshot, gpu::WorkError> {
         Ok(self.0.lock().unwrap().clone())
     }
 }

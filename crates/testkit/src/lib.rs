@@ -254,7 +254,7 @@ pub async fn create_table(dynamo: &aws_sdk_dynamodb::Client, name: &str) {
         .key_schema(key("task_id", KeyType::Hash))
         .global_secondary_indexes(
             GlobalSecondaryIndex::builder()
-                .index_name("status-created_at-index")
+                .index_name(common::aws::TASK_STATUS_INDEX)
                 .key_schema(key("status", KeyType::Hash))
                 .key_schema(key("created_at", KeyType::Range))
                 .projection(

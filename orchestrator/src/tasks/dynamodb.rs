@@ -21,7 +21,7 @@ use super::{
     TaskStoreError, Transition,
 };
 
-pub const STATUS_INDEX: &str = "status-created_at-index";
+pub use common::aws::TASK_STATUS_INDEX as STATUS_INDEX;
 
 /// Present (`true`) on an item whose queue message is not yet known to be
 /// sent; removed when the submit confirms it. Old adapters never read it.
