@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::{
     Client,
     error::{ProvideErrorMetadata, SdkError},
+    operation::query::builders::QueryFluentBuilder,
     types::{AttributeValue, ReturnValuesOnConditionCheckFailure, Select},
 };
 use common::aws::AwsError;
@@ -48,6 +49,43 @@ impl DynamoTaskStore {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// A query on the status GSI.
+    fn index_query(&self) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .index_name(STATUS_INDEX)
+    }
+
+    /// Up to `limit` records of `query`, page after page (bounded: the
+    /// filter may leave most pages empty).
+    async fn records(
+        &self,
+        query: QueryFluentBuilder,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>, TaskStoreError> {
+        let mut found = Vec::new();
+        let mut start: Option<Item> = None;
+        for _ in 0..50 {
+            let page = query
+                .clone()
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(classify)?;
+            found.extend(page.items().iter().map(record));
+            if found.len() >= limit {
+                found.truncate(limit);
+                break;
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        Ok(found)
     }
 
     /// The `processing` count and latest update of GPU jobs in one status,
@@ -380,34 +418,14 @@ impl TaskStore for DynamoTaskStore {
         before: i64,
         limit: usize,
     ) -> Result<Vec<TaskRecord>, TaskStoreError> {
-        let mut found = Vec::new();
-        let mut start: Option<Item> = None;
-        for _ in 0..50 {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(STATUS_INDEX)
-                .key_condition_expression("#s = :status")
-                .filter_expression("updated_at < :before")
-                .expression_attribute_names("#s", "status")
-                .expression_attribute_values(":status", s(status.as_str()))
-                .expression_attribute_values(":before", n(before))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(classify)?;
-            found.extend(page.items().iter().map(record));
-            if found.len() >= limit {
-                found.truncate(limit);
-                break;
-            }
-            match page.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => break,
-            }
-        }
-        Ok(found)
+        let query = self
+            .index_query()
+            .key_condition_expression("#s = :status")
+            .filter_expression("updated_at < :before")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":before", n(before));
+        self.records(query, limit).await
     }
 
     async fn confirm_queued(&self, task_id: &str) -> Result<Transition, TaskStoreError> {
@@ -464,38 +482,18 @@ impl TaskStore for DynamoTaskStore {
     }
 
     async fn unqueued(&self, before: i64, limit: usize) -> Result<Vec<TaskRecord>, TaskStoreError> {
-        let mut found = Vec::new();
-        let mut start: Option<Item> = None;
         // The GSI's `pending` partition, oldest first; the filter keeps the
         // few still awaiting their message however long the backlog is.
-        for _ in 0..50 {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(STATUS_INDEX)
-                .key_condition_expression("#s = :status AND created_at < :before")
-                .filter_expression("#awaiting = :true")
-                .expression_attribute_names("#s", "status")
-                .expression_attribute_names("#awaiting", AWAITING_QUEUE)
-                .expression_attribute_values(":status", s(JobStatus::Pending.as_str()))
-                .expression_attribute_values(":before", n(before))
-                .expression_attribute_values(":true", AttributeValue::Bool(true))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(classify)?;
-            found.extend(page.items().iter().map(record));
-            if found.len() >= limit {
-                found.truncate(limit);
-                break;
-            }
-            match page.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => break,
-            }
-        }
-        Ok(found)
+        let query = self
+            .index_query()
+            .key_condition_expression("#s = :status AND created_at < :before")
+            .filter_expression("#awaiting = :true")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_names("#awaiting", AWAITING_QUEUE)
+            .expression_attribute_values(":status", s(JobStatus::Pending.as_str()))
+            .expression_attribute_values(":before", n(before))
+            .expression_attribute_values(":true", AttributeValue::Bool(true));
+        self.records(query, limit).await
     }
 
     async fn gpu_activity(
