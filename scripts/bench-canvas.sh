@@ -17,5 +17,5 @@ BENCH_SCRIPT=bench-canvas.sh
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
 
-build_bench canvas-service
+build_bench
 exec "${BENCH_BIN}" upload

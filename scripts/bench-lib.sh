@@ -12,13 +12,11 @@ export AWS_EC2_METADATA_DISABLED=true AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCES
 
 log() { printf '[%s] %s\n' "${BENCH_SCRIPT:-bench}" "$*" >&2; }
 
-# Builds the bench and the given packages (release) and sets BENCH_BIN.
+# Builds the bench and both services (release) and sets BENCH_BIN. Always
+# the same three packages: another set would unify dependency features
+# differently and rebuild much of the tree.
 build_bench() {
-  local args=(-p bench) package
-  for package in "$@"; do
-    args+=(-p "${package}")
-  done
-  cargo build --release "${args[@]}"
+  cargo build --release -p bench -p orchestrator -p canvas-service
   BENCH_BIN="${CARGO_TARGET_DIR}/release/bench"
 }
 

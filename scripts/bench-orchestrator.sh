@@ -27,8 +27,9 @@ BENCH_SCRIPT=bench-orchestrator.sh
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
 trap stop_moto EXIT
+trap 'exit 143' INT TERM
 
-build_bench orchestrator
+build_bench
 if [ "${BENCH_SKIP_MOTO:-0}" != "1" ] && [ "${BENCH_SKIP_MOTO:-0}" != "true" ]; then
   start_moto "${MOTO_PORT:-5000}"
 fi

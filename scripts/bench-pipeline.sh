@@ -28,6 +28,6 @@ BENCH_SCRIPT=bench-pipeline.sh
 source scripts/bench-lib.sh
 
 raise_fd_limit
-build_bench orchestrator
+build_bench
 "${BENCH_BIN}" pipeline
 "${BENCH_BIN}" events

@@ -42,8 +42,9 @@ BENCH_SCRIPT=bench-soak.sh
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
 trap stop_moto EXIT
+trap 'exit 143' INT TERM
 
-build_bench orchestrator canvas-service
+build_bench
 if [ -n "${MOTO_URL:-}" ]; then
   moto_answers "${MOTO_URL}" || { log "MOTO_URL=${MOTO_URL} does not answer"; exit 1; }
   log "using the moto at ${MOTO_URL}"

@@ -27,10 +27,18 @@ async fn main() -> ExitCode {
         usage();
         return ExitCode::SUCCESS;
     }
-    // Ctrl-C drops the scenario, and with it the child (killed) and its dir.
+    // Ctrl-C or SIGTERM drops the scenario, and with it the child (killed)
+    // and its dir.
+    let Ok(mut terminate) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        eprintln!("bench: cannot listen for SIGTERM");
+        return ExitCode::FAILURE;
+    };
     let outcome = tokio::select! {
         outcome = scenarios::run(&name) => outcome,
         _ = tokio::signal::ctrl_c() => Some(Err("interrupted".into())),
+        _ = terminate.recv() => Some(Err("terminated".into())),
     };
     match outcome {
         None => {

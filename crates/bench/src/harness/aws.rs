@@ -6,8 +6,12 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -116,40 +120,96 @@ impl JobBackends {
             .ok()
     }
 
-    /// The `task_id` of every message of a queue (`None` for a body that
-    /// names none), received once each and hidden for the rest of the run.
+    /// Up to 10 messages, hidden for the rest of the run: their task ids
+    /// (`None` for a body that names none) and receipt handles.
+    async fn receive(
+        &self,
+        queue: &str,
+        wait_seconds: i32,
+    ) -> Result<Vec<(Option<String>, String)>, BoxError> {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait_seconds)
+            .visibility_timeout(HIDE_WHILE_COUNTING_SECONDS)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "ReceiveMessage: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                )
+            })?;
+        Ok(out
+            .messages()
+            .iter()
+            .map(|m| {
+                let id = m
+                    .body()
+                    .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+                    .and_then(|b| b["task_id"].as_str().map(str::to_owned));
+                (id, m.receipt_handle().unwrap_or_default().to_owned())
+            })
+            .collect())
+    }
+
+    /// The task id of every message left in a queue, each received once
+    /// and left hidden. On moto each receive costs more the more messages
+    /// the queue holds (visible or hidden), so this is for what is left
+    /// after a [`Collector`], or for small queues.
     pub async fn drain(&self, queue: &str) -> Result<Vec<Option<String>>, BoxError> {
         let mut ids = Vec::new();
         let mut empty = 0;
-        // An empty answer twice running: moto has nothing visible left.
+        // An empty answer twice running: nothing visible is left.
         while empty < 2 {
-            let out = self
-                .sqs
-                .receive_message()
-                .queue_url(queue)
-                .max_number_of_messages(10)
-                .visibility_timeout(HIDE_WHILE_COUNTING_SECONDS)
-                .send()
-                .await
-                .map_err(|e| {
-                    format!(
-                        "ReceiveMessage: {}",
-                        aws_sdk_sqs::error::DisplayErrorContext(&e)
-                    )
-                })?;
-            let messages = out.messages();
-            if messages.is_empty() {
-                empty += 1;
-                continue;
-            }
-            empty = 0;
-            ids.extend(messages.iter().map(|m| {
-                m.body()
-                    .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
-                    .and_then(|b| b["task_id"].as_str().map(str::to_owned))
-            }));
+            let batch = self.receive(queue, 0).await?;
+            empty = if batch.is_empty() { empty + 1 } else { 0 };
+            ids.extend(batch.into_iter().map(|(id, _)| id));
         }
         Ok(ids)
+    }
+
+    /// Takes every message off both queues as it arrives — received,
+    /// recorded, deleted — until [`Collector::finish`]. No job record is
+    /// touched: this counts messages, it runs no job. Without it a soak on
+    /// moto slows down as the queues fill, since moto's `SendMessage` and
+    /// `ReceiveMessage` each walk every message the queue holds.
+    pub fn collect(self: &Arc<Self>) -> Collector {
+        let stop = CancellationToken::new();
+        let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+        let mut tasks = JoinSet::new();
+        for queue in [self.gpu_queue.clone(), self.cpu_queue.clone()] {
+            let (backends, stop, seen) = (self.clone(), stop.clone(), seen.clone());
+            tasks.spawn(async move {
+                loop {
+                    let batch = backends.receive(&queue, 1).await?;
+                    if batch.is_empty() && stop.is_cancelled() {
+                        return Ok(());
+                    }
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    let mut delete = backends.sqs.delete_message_batch().queue_url(&queue);
+                    for (i, (_, receipt)) in batch.iter().enumerate() {
+                        delete = delete.entries(
+                            aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                                .id(i.to_string())
+                                .receipt_handle(receipt)
+                                .build()?,
+                        );
+                    }
+                    // A message whose delete fails stays hidden for the run:
+                    // it is never counted twice.
+                    let _ = delete.send().await;
+                    seen.lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .extend(batch.into_iter().map(|(id, _)| id));
+                }
+            });
+        }
+        Collector { stop, seen, tasks }
     }
 
     /// Every job record: id → `status` (`unknown` when it has none). The
@@ -228,6 +288,27 @@ impl JobBackends {
             .table_name(&self.table)
             .send()
             .await;
+    }
+}
+
+/// Messages being taken off the queues (see [`JobBackends::collect`]).
+pub struct Collector {
+    stop: CancellationToken,
+    seen: Arc<Mutex<Vec<Option<String>>>>,
+    tasks: JoinSet<Result<(), BoxError>>,
+}
+
+impl Collector {
+    /// Stops once both queues answer empty, and gives every task id seen
+    /// (`None` for a message that named none).
+    pub async fn finish(mut self) -> Result<Vec<Option<String>>, BoxError> {
+        self.stop.cancel();
+        while let Some(done) = self.tasks.join_next().await {
+            done??;
+        }
+        Ok(std::mem::take(
+            &mut *self.seen.lock().unwrap_or_else(PoisonError::into_inner),
+        ))
     }
 }
 

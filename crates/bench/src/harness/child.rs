@@ -237,7 +237,7 @@ impl Service {
                 None => counts.push((1, key)),
             }
         }
-        counts.sort_by(|a, b| b.0.cmp(&a.0));
+        counts.sort_by_key(|c| std::cmp::Reverse(c.0));
         counts
     }
 

@@ -36,11 +36,6 @@ pub fn mem(pid: u32) -> Option<Mem> {
     })
 }
 
-/// The bench's own memory.
-pub fn own_mem() -> Mem {
-    mem(std::process::id()).unwrap_or_default()
-}
-
 /// Resets a process's `VmHWM` to its current RSS (Linux >= 4.0), so a
 /// later peak belongs to what happened after; false if the kernel refused.
 pub fn reset_peak(pid: u32) -> bool {

@@ -27,7 +27,7 @@ use crate::harness::{
     load::Load,
     report::Table,
     sampling::{self, CpuMeter, CpuUse},
-    stand_in::StandIn,
+    stand_in::{Counts, StandIn},
     stats::{Latencies, mib, ms, pct, rate},
 };
 
@@ -52,6 +52,7 @@ struct RunResult {
     cpu: CpuUse,
     peak_kib: u64,
     capped: bool,
+    backend: Counts,
 }
 
 pub async fn run() -> Result<Verdict, BoxError> {
@@ -134,6 +135,13 @@ pub async fn run() -> Result<Verdict, BoxError> {
     println!(
         "one-poll: the backend answers `processing` once before `completed`; e2e = submit -> completing poll; wait = submit -> backend POST; worker = backend POST -> completing poll"
     );
+    for r in &runs {
+        let b = &r.backend;
+        println!(
+            "  {:<8} c={:<2}: the backend took {} jobs, answered {} status polls, ran at most {} at once ({} still running)",
+            r.label, r.worker_concurrency, b.submitted, b.polls, b.max_in_flight, b.in_flight
+        );
+    }
     println!("busiest service threads over each run (% of one core):");
     for r in &runs {
         let threads: Vec<String> = r
@@ -324,6 +332,7 @@ async fn pipeline_run(
         cpu,
         peak_kib: service.mem().hwm_kib,
         capped,
+        backend: stand_in.counts(),
     };
     println!(
         "  {:<8} worker c={:<2} {:>5}/{:<5} completed in {:>6.2} s  {:>7.1} jobs/s  e2e p50 {:>7.0} ms  worker p50 {:>6.1} ms  errors {}",
