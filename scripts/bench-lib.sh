@@ -17,6 +17,7 @@ log() { printf '[%s] %s\n' "${BENCH_SCRIPT:-bench}" "$*" >&2; }
 # differently and rebuild much of the tree.
 build_bench() {
   cargo build --release -p bench -p orchestrator -p canvas-service
+  # shellcheck disable=SC2034  # read by the scripts that source this file
   BENCH_BIN="${CARGO_TARGET_DIR}/release/bench"
 }
 
