@@ -19,10 +19,9 @@ use super::{
     stats::{Latencies, ms, pct, rate},
 };
 
-/// One call: which one, when it started, how long its answer took.
+/// One call: when it started, how long its answer took, what it was.
 #[derive(Debug, Clone)]
 pub struct Call<O> {
-    pub index: usize,
     pub started: Instant,
     pub took: Duration,
     pub outcome: O,
@@ -142,7 +141,6 @@ impl Load {
                     let outcome = op(index).await;
                     let wait = failed(&outcome);
                     calls.push(Call {
-                        index,
                         started,
                         took: started.elapsed(),
                         outcome,

@@ -6,7 +6,9 @@
 //! service's RSS and CPU are sampled: the cost per open stream. Then every
 //! job is cancelled, and each stream's `cancelled` event is timed from the
 //! moment its job's cancel was answered: the time to deliver a status
-//! change, which the shared watcher bounds by `EVENTS_POLL_MILLIS`.
+//! change, which the shared watcher bounds by `EVENTS_POLL_MILLIS`. The
+//! cancels are spread over two watcher intervals, so the times cover every
+//! phase of its tick.
 //!
 //! Every stream takes a socket on each side: raise `ulimit -n` first
 //! (scripts/bench-pipeline.sh does).
@@ -168,21 +170,20 @@ pub async fn run() -> Result<Verdict, BoxError> {
         }
     }
 
-    // The status change: cancel every job, time each stream's event.
+    // The status change: cancel the jobs one by one, spread over two
+    // watcher intervals so the cancels land at every phase of its tick,
+    // and time each stream's event from its job's cancel.
     let meter = CpuMeter::start(service.pid());
-    let cancels = {
-        let (client, base, ids) = (client.clone(), base.clone(), ids.clone());
-        Load::new(8, ids.len(), Duration::from_secs(60))
-            .run(move |i| {
-                let (client, base, ids) = (client.clone(), base.clone(), ids.clone());
-                async move { http::cancel(&client, &base, &ids[i]).await }
-            })
-            .await?
-    };
+    let spread = Duration::from_millis(2 * poll_ms) / u32::try_from(ids.len()).unwrap_or(u32::MAX);
     let mut cancelled_at = vec![None; ids.len()];
-    for call in &cancels.calls {
-        if call.outcome.is_ok() {
-            cancelled_at[call.index] = Some(call.answered());
+    let cancels_started = Instant::now();
+    for (i, id) in ids.iter().enumerate() {
+        tokio::time::sleep_until(
+            (cancels_started + spread * u32::try_from(i).unwrap_or(u32::MAX)).into(),
+        )
+        .await;
+        if http::cancel(&client, &base, id).await.is_ok() {
+            cancelled_at[i] = Some(Instant::now());
         }
     }
     let open = seen.first_events.load(Ordering::SeqCst) - seen.closed_early.load(Ordering::SeqCst);
@@ -246,8 +247,9 @@ pub async fn run() -> Result<Verdict, BoxError> {
     let failed = seen.failed.load(Ordering::SeqCst);
     let closed_early = seen.closed_early.load(Ordering::SeqCst);
     println!(
-        "status change (cancel of all {} jobs, {} answered 200): {} of {open} open streams got `cancelled`; cancel answered -> event p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; service CPU meanwhile {}",
+        "status change (cancel of all {} jobs over {} ms, {} answered 200): {} of {open} open streams got `cancelled`; cancel answered -> event p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; service CPU meanwhile {}",
         ids.len(),
+        2 * poll_ms,
         cancelled_at.iter().flatten().count(),
         delivery.len(),
         ms(delivery.p(50.0)),
