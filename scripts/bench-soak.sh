@@ -10,8 +10,8 @@
 #                         Postgres + S3 (moto) with S3 cut the same way,
 #                         rows reconciled with objects.
 # Each prints one table of counters; a non-zero loss counter makes it exit 2,
-# and this script then says so and exits non-zero. About 8 minutes with the
-# defaults on 2 cores.
+# and this script then says so and exits non-zero. About 6 minutes with the
+# defaults on 2 cores (after the build).
 #
 # moto: a private one on a free port, started here and stopped at the end —
 # the soak fills two queues with thousands of messages and keeps moto's one
@@ -31,6 +31,12 @@
 #                      (accepted, never answered)
 #   SOAK_SETTLE_SECS   wait after the last answer before the id-by-id check
 #                      (default 60)
+#   SOAK_BACKOFF_MILLIS how long a client waits after a failed call before its
+#                      next (default 1000; 0 = at once)
+#   SOAK_KEEP_MESSAGES=1 leave the messages queued until the check instead of
+#                      taking them off as they arrive (slow on moto: its
+#                      calls walk the whole queue; over 25 min at 10000)
+#   BENCH_KEEP_LOGS=1  keep each service's log (its path is printed)
 #   MOTO_URL           a running moto to use instead of a private one
 #   MOTO_VENV          where the moto venv lives
 #   TEST_DATABASE_URL  the Postgres server of the upload soak
