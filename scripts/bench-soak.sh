@@ -35,7 +35,7 @@
 #                      next (default 1000; 0 = at once)
 #   SOAK_KEEP_MESSAGES=1 leave the messages queued until the check instead of
 #                      taking them off as they arrive (slow on moto: its
-#                      calls walk the whole queue; over 25 min at 10000)
+#                      calls walk the whole queue; over 20 min at 10000)
 #   BENCH_KEEP_LOGS=1  keep each service's log (its path is printed)
 #   MOTO_URL           a running moto to use instead of a private one
 #   MOTO_VENV          where the moto venv lives
