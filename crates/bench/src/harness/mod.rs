@@ -30,3 +30,20 @@ pub fn require_loopback(setting: &str, url: &str) -> Result<(), BoxError> {
         _ => Err(format!("{setting} must point at loopback (127.0.0.1), not {url}").into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_loopback_is_accepted() {
+        for url in [
+            "http://127.0.0.1:5000",
+            "postgres://postgres@localhost:5432/postgres",
+        ] {
+            assert!(super::require_loopback("X", url).is_ok(), "{url}");
+        }
+        let refused = super::require_loopback("MOTO_URL", "https://sqs.us-east-1.amazonaws.com")
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("MOTO_URL"), "{refused}");
+    }
+}

@@ -65,3 +65,19 @@ pub fn truncate(s: &str, max: usize) -> &str {
         None => s,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let l: Latencies = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(l.p(50.0), Duration::from_millis(50));
+        assert_eq!(l.p(99.0), Duration::from_millis(99));
+        assert_eq!(l.max(), Duration::from_millis(100));
+        let one = Latencies::new(vec![Duration::from_millis(7)]);
+        assert_eq!(one.p(1.0), Duration::from_millis(7));
+        assert_eq!(Latencies::default().p(50.0), Duration::ZERO);
+    }
+}
