@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds canvas-service and its upload benchmark in release mode, then runs
-# the benchmark against the freshly built binary (loopback only; the service
-# runs with zero configuration in a temp dir that is removed afterwards).
+# canvas-service uploads: builds the bench and canvas-service in release
+# mode and runs `bench upload` (loopback only; the service runs with zero
+# configuration in a temp dir that is removed afterwards).
 #
 # Usage: scripts/bench-canvas.sh
 # Environment:
@@ -13,10 +13,9 @@ set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
+BENCH_SCRIPT=bench-canvas.sh
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/canvas-target}"
-
-cargo build --release -p canvas-service --bins --examples
-
-exec "$CARGO_TARGET_DIR/release/examples/upload_bench" \
-    "$CARGO_TARGET_DIR/release/canvas-service"
+build_bench
+exec "${BENCH_BIN}" upload
