@@ -141,7 +141,13 @@ fn spawn_retries(
                 }
                 Ok(outcome) => return settle.settled(&task_id, &outcome),
                 Err(e) => {
-                    tracing::warn!(task_id, error = %e, settle = ?settle, "could not settle the job; retrying");
+                    // Once per job at WARN; an outage retries many jobs many
+                    // times, which the first line already says.
+                    if delay.is_zero() {
+                        tracing::warn!(task_id, error = %e, settle = ?settle, "could not settle the job; retrying until the store answers");
+                    } else {
+                        tracing::debug!(task_id, error = %e, settle = ?settle, "settle retry failed");
+                    }
                     delay = (delay * 2).clamp(FIRST_RETRY_DELAY, MAX_RETRY_DELAY);
                 }
             }
