@@ -39,33 +39,56 @@ impl App {
 
 fn spawn(app: Arc<App>) {
     let interval = app.sweep_interval;
-    tokio::spawn(every(app.clone(), interval, |app| async move {
-        if let Err(e) = drain_dead_letters(&app).await {
-            tracing::warn!(error = %e, "dead-letter drain failed; will retry");
-        }
-    }));
-    tokio::spawn(every(app.clone(), interval, |app| async move {
-        if let Err(e) = settle::sweep_unqueued(app.tasks.as_ref()).await {
-            tracing::warn!(error = %e, "settle sweep failed; will retry");
-        }
-    }));
-    tokio::spawn(every(app.clone(), interval, |app| async move {
-        if let Err(e) = reap_stale_jobs(&app).await {
-            tracing::warn!(error = %e, "reaper failed; will retry");
-        }
-    }));
+    tokio::spawn(every(
+        app.clone(),
+        interval,
+        Duration::ZERO,
+        |app| async move {
+            if let Err(e) = drain_dead_letters(&app).await {
+                tracing::warn!(error = %e, "dead-letter drain failed; will retry");
+            }
+        },
+    ));
+    tokio::spawn(every(
+        app.clone(),
+        interval,
+        Duration::ZERO,
+        |app| async move {
+            if let Err(e) = settle::sweep_unqueued(app.tasks.as_ref()).await {
+                tracing::warn!(error = %e, "settle sweep failed; will retry");
+            }
+        },
+    ));
+    tokio::spawn(every(
+        app.clone(),
+        interval,
+        Duration::ZERO,
+        |app| async move {
+            if let Err(e) = reap_stale_jobs(&app).await {
+                tracing::warn!(error = %e, "reaper failed; will retry");
+            }
+        },
+    ));
     let depth_interval = app.intake.admission.queue_depth_interval;
-    tokio::spawn(every(app, depth_interval, |app| async move {
-        record_queue_depths(&app).await;
-    }));
+    // The first read one period after start: the backlog starts from the
+    // jobs accepted since, and a read racing the very first submits (which
+    // could count one of them twice) does not greet every start-up.
+    tokio::spawn(every(
+        app,
+        depth_interval,
+        depth_interval,
+        |app| async move {
+            record_queue_depths(&app).await;
+        },
+    ));
 }
 
-async fn every<F, Fut>(app: Arc<App>, period: Duration, mut tick: F)
+async fn every<F, Fut>(app: Arc<App>, period: Duration, first: Duration, mut tick: F)
 where
     F: FnMut(Arc<App>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let mut interval = tokio::time::interval(period);
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + first, period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -180,11 +203,14 @@ pub async fn reap_stale_jobs(app: &App) -> Result<usize, SweepError> {
 
 pub async fn record_queue_depths(app: &App) {
     for name in [QueueName::Gpu, QueueName::Cpu] {
+        let counted_before = app.intake.backlog.reading(name);
         match app.queue(name).depth().await {
             Ok(depth) => {
-                app.intake
-                    .backlog
-                    .observed(name, depth.visible.saturating_add(depth.in_flight));
+                app.intake.backlog.observed(
+                    name,
+                    depth.visible.saturating_add(depth.in_flight),
+                    counted_before,
+                );
                 metrics::queue_depth(name.as_str(), "visible", depth.visible);
                 metrics::queue_depth(name.as_str(), "in_flight", depth.in_flight);
             }

@@ -69,14 +69,23 @@ impl AdmissionSettings {
 
 /// The last known depth (visible + in flight) of each queue, plus the jobs
 /// accepted since it was read, so a burst between two reads is counted too.
+/// A job is counted *before* its message is sent and a read subtracts only
+/// what was counted before it began: a message is never counted twice (by
+/// the read and as accepted), at worst once too few until the next read.
 #[derive(Debug, Default)]
 pub struct Backlog {
-    gpu: AtomicU64,
-    cpu: AtomicU64,
+    gpu: Slot,
+    cpu: Slot,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    depth: AtomicU64,
+    since: AtomicU64,
 }
 
 impl Backlog {
-    fn slot(&self, queue: QueueName) -> &AtomicU64 {
+    fn slot(&self, queue: QueueName) -> &Slot {
         match queue {
             QueueName::Gpu => &self.gpu,
             QueueName::Cpu => &self.cpu,
@@ -84,17 +93,43 @@ impl Backlog {
     }
 
     pub fn get(&self, queue: QueueName) -> u64 {
-        self.slot(queue).load(Ordering::Relaxed)
+        let slot = self.slot(queue);
+        slot.depth
+            .load(Ordering::Relaxed)
+            .saturating_add(slot.since.load(Ordering::Relaxed))
     }
 
-    /// A fresh read from the queue replaces the estimate.
-    pub fn observed(&self, queue: QueueName, depth: u64) {
-        self.slot(queue).store(depth, Ordering::Relaxed);
+    /// Call before reading the queue's depth; hand the result to
+    /// [`Self::observed`].
+    pub fn reading(&self, queue: QueueName) -> u64 {
+        self.slot(queue).since.load(Ordering::SeqCst)
     }
 
-    /// One more message was just sent.
+    /// A fresh read replaces the depth; the jobs counted before the read
+    /// began are in it now.
+    pub fn observed(&self, queue: QueueName, depth: u64, counted_before: u64) {
+        let slot = self.slot(queue);
+        slot.depth.store(depth, Ordering::Relaxed);
+        let _ = slot
+            .since
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_sub(counted_before))
+            });
+    }
+
+    /// A job is about to be queued.
     pub fn accepted(&self, queue: QueueName) {
-        self.slot(queue).fetch_add(1, Ordering::Relaxed);
+        self.slot(queue).since.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The job counted by [`Self::accepted`] was not queued after all.
+    pub fn withdrawn(&self, queue: QueueName) {
+        let _ = self
+            .slot(queue)
+            .since
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_sub(1))
+            });
     }
 }
 

@@ -221,11 +221,15 @@ async fn submit_checked(
         admission::count_against_quota(&app.admission, app.tasks.as_ref(), client, now).await;
     let accepted = match counted {
         Ok(ticket) => {
+            // Counted before the message exists, so a depth read never
+            // sees it twice (see `Backlog`).
+            app.backlog.accepted(kind.queue);
             let accepted = accept(app, kind, &task_id, &request_body, now, owner_id).await;
-            if accepted.is_err()
-                && let Some(ticket) = ticket
-            {
-                ticket.give_back(app.tasks.as_ref()).await;
+            if accepted.is_err() {
+                app.backlog.withdrawn(kind.queue);
+                if let Some(ticket) = ticket {
+                    ticket.give_back(app.tasks.as_ref()).await;
+                }
             }
             accepted
         }
@@ -238,7 +242,6 @@ async fn submit_checked(
         tracing::warn!(task_id, error = %e, "could not free the idempotency key of a refused job");
     }
     accepted?;
-    app.backlog.accepted(kind.queue);
     metrics::job_submitted(kind.name);
     if kind.queue == QueueName::Gpu {
         app.gpu.work_arrived();
