@@ -151,7 +151,6 @@ async fn whole_path(
             .await
             .unwrap(),
     );
-    let _workers = jobs.spawn_background();
     let orchestrator_router = orchestrator::router(jobs.clone(), &orchestrator_config.http);
     tokio::spawn(async move {
         axum::serve(orchestrator_listener, orchestrator_router)
@@ -211,6 +210,10 @@ async fn whole_path(
         .await
         .unwrap();
     assert_eq!(events.headers()["content-type"], "text/event-stream");
+    // The in-process worker starts once the stream is open: on the embedded
+    // queue it would otherwise take the job within milliseconds, before the
+    // client could ask for its events.
+    let _workers = jobs.spawn_background();
     let mut stream = events.bytes_stream();
     let mut text = String::new();
     let mut statuses = vec![];
