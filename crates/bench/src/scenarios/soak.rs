@@ -169,7 +169,7 @@ async fn soak(
         ledger.count(&format!("  of them `{status}`"), n);
     }
     ledger.count(
-        "messages whose submit was not 202 (the job would run)",
+        "messages whose submit was not 202",
         messages
             .keys()
             .filter(|id| !accepted.contains(id.as_str()))

@@ -2,8 +2,9 @@
 //! /api/v1/jobs/{id}` of the submitted ids, at concurrency 1, 8 and 64, on
 //! (a) the embedded backends (SQLite) and (b) SQS + DynamoDB on moto; then
 //! (c) the same backend calls made straight to moto with the SDK — a
-//! submit is a conditional `PutItem` and a `SendMessage`, a status a
-//! consistent `GetItem` — which is the ceiling (b) can reach.
+//! submit is a conditional `PutItem` of the record awaiting its message, a
+//! `SendMessage` and the conditional `UpdateItem` that confirms it; a status
+//! a consistent `GetItem` — which is the ceiling (b) can reach.
 //!
 //! Knobs: `BENCH_SUBMITS_EMBEDDED` (per level, 3000),
 //! `BENCH_STATUS_EMBEDDED` (10000), `BENCH_SUBMITS_MOTO` (300),
@@ -216,8 +217,7 @@ async fn ceiling(
     counts: &Counts,
     cap: Duration,
 ) -> Result<Part, BoxError> {
-    let title =
-        "(c) moto ceiling: put+send = conditional PutItem + SendMessage, get = consistent GetItem";
+    let title = "(c) moto ceiling: put+send+confirm = conditional PutItem + SendMessage + conditional UpdateItem, get = consistent GetItem";
     println!("\n{title}");
     let (dynamo, sqs) = (backends.dynamo().clone(), backends.sqs().clone());
     let (table, queue): (Arc<str>, Arc<str>) = (
@@ -244,7 +244,7 @@ async fn ceiling(
     for concurrency in LEVELS {
         let queued = backends.visible(&backends.gpu_queue).await;
         let (l, new) = level(
-            "put+send",
+            "put+send+confirm",
             concurrency,
             counts.submits,
             cap,
@@ -283,7 +283,7 @@ fn failed(what: &str, e: impl std::fmt::Display) -> Failure {
     }
 }
 
-/// A submit's two writes as the orchestrator makes them.
+/// A submit's three calls as the orchestrator makes them on AWS.
 async fn put_and_send(
     dynamo: &aws_sdk_dynamodb::Client,
     sqs: &aws_sdk_sqs::Client,
@@ -306,6 +306,7 @@ async fn put_and_send(
         .item("queue", s("gpu"))
         .item("created_at", AttributeValue::N(now.clone()))
         .item("updated_at", AttributeValue::N(now))
+        .item("awaiting_queue", AttributeValue::Bool(true))
         .condition_expression("attribute_not_exists(task_id)")
         .send()
         .await
@@ -322,6 +323,23 @@ async fn put_and_send(
         .send()
         .await
         .map_err(|e| failed("SendMessage", aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
+    dynamo
+        .update_item()
+        .table_name(table)
+        .key("task_id", s(&task_id))
+        .update_expression("REMOVE #awaiting")
+        .condition_expression("#status = :pending")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_names("#awaiting", "awaiting_queue")
+        .expression_attribute_values(":pending", s("pending"))
+        .send()
+        .await
+        .map_err(|e| {
+            failed(
+                "UpdateItem",
+                aws_sdk_dynamodb::error::DisplayErrorContext(&e),
+            )
+        })?;
     Ok(task_id)
 }
 
