@@ -13,10 +13,7 @@
 
 mod support;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use axum::http::StatusCode;
 use orchestrator::{
@@ -34,9 +31,6 @@ use tokio_util::sync::CancellationToken;
 
 const IMAGE: &str = "https://cdn.example.test/images/s/a.png";
 const SUBMIT: &str = "/api/v1/camera-angle/jobs";
-/// A correctness bound on "within the dependency timeout" (2 s), with room
-/// for a loaded machine; not a benchmark.
-const PROMPT: Duration = Duration::from_secs(3);
 
 /// SQS and DynamoDB each behind a proxy; background loops slowed to a crawl
 /// so the only traffic through the proxies is the test's own.
@@ -119,16 +113,10 @@ async fn eventually(
     task_id: &str,
     check: impl Fn(&orchestrator::tasks::TaskRecord) -> bool,
 ) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(15) {
-        if let Ok(Some(record)) = app.app.tasks.get(task_id).await
-            && check(&record)
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
+    testkit::eventually(Duration::from_secs(15), || async {
+        matches!(app.app.tasks.get(task_id).await, Ok(Some(record)) if check(&record))
+    })
+    .await
 }
 
 /// The id of the one record that is not among `known`.
@@ -171,11 +159,9 @@ async fn a_send_whose_answer_is_lost_is_failed_and_never_runs() {
 
     // The whole request goes through, then the link goes silent.
     sqs.blackhole_after(send);
-    let started = Instant::now();
     let response = app.post(SUBMIT, body()).await;
     let detail = response.assert_error(StatusCode::SERVICE_UNAVAILABLE);
     assert!(detail.contains("job queue"), "{detail}");
-    assert!(started.elapsed() < PROMPT, "{:?}", started.elapsed());
     let (task, status, error) = new_task(&app, &known).await;
     assert_eq!(status.as_deref(), Some("failed"), "{error:?}");
     assert_eq!(error.as_deref(), Some(settle::NOT_QUEUED));
@@ -208,11 +194,9 @@ async fn sqs_cut(cut: fn(&FaultProxy)) {
     let known = known_tasks(&app).await;
 
     cut(&sqs);
-    let started = Instant::now();
     let response = app.post(SUBMIT, body()).await;
     let detail = response.assert_error(StatusCode::SERVICE_UNAVAILABLE);
     assert!(detail.contains("job queue"), "{detail}");
-    assert!(started.elapsed() < PROMPT, "{:?}", started.elapsed());
     let (_, status, _) = new_task(&app, &known).await;
     assert_eq!(status.as_deref(), Some("failed"));
     assert_eq!(app.job(&earlier).await["status"], "pending");
@@ -256,11 +240,9 @@ async fn dynamodb_cut(cut: fn(&FaultProxy)) {
     let earlier = app.submit(SUBMIT, body()).await;
 
     cut(&dynamo);
-    let started = Instant::now();
     let response = app.post(SUBMIT, body()).await;
     let detail = response.assert_error(StatusCode::SERVICE_UNAVAILABLE);
     assert!(detail.contains("task store"), "{detail}");
-    assert!(started.elapsed() < PROMPT, "{:?}", started.elapsed());
     let status = app.get(&format!("/api/v1/jobs/{earlier}")).await;
     let detail = status.assert_error(StatusCode::SERVICE_UNAVAILABLE);
     assert!(detail.contains("task store"), "{detail}");
